@@ -1,0 +1,7 @@
+"""SegNet: a deep convolutional encoder-decoder for semantic segmentation (TPAMI 2017)."""
+
+from .errors import SegNetError
+from .models import build_model, list_models
+
+__all__ = ["SegNetError", "build_model", "list_models"]
+__version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""Encoders: a stack of conv blocks, each followed by a 2x2/2 max-pool that remembers indices.
+
+Contract: ``encoder(images)`` with images (N, C_in, H, W) returns ``(x, stages)`` where
+``x`` is the last pooled map (N, C_last, ceil(H / 2**D), ceil(W / 2**D)) for D blocks, and
+``stages`` lists one :class:`Stage` per block, shallow to deep:
+
+* ``features`` -- the block's output *before* pooling (N, C_i, H_i, W_i); SegNet's decoder
+  never reads it (only the indices), the EncoderAddition / FCN / U-Net decoders do;
+* ``indices`` -- uint8 window codes of the pool (N, C_i, ceil(H_i/2), ceil(W_i/2));
+* ``size`` -- (H_i, W_i), so unpooling restores the exact pre-pool size at any input size.
+
+Example, VGG16 at 360x480: stage sizes 360x480, 180x240, 90x120, 45x60, 23x30; x is 12x15.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+
+from torch import Tensor, nn
+
+from .layers import ConvBNReLU, MaxPool2x2
+
+# VGG16's 13 convolutions as 5 blocks of output widths (Simonyan & Zisserman, config "D").
+VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
+)
+
+
+class Stage(NamedTuple):
+    features: Tensor
+    indices: Tensor
+    size: tuple[int, int]
+
+
+class PoolingEncoder(nn.Module):
+    """Blocks of ConvBNReLU, each followed by an index-remembering max-pool (paper Sec. 3)."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        blocks: Sequence[Sequence[int]],
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+        dropout_depth: int = 0,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        self.dropouts = nn.ModuleList()
+        channels = in_channels
+        for depth, widths in enumerate(blocks):
+            layers = []
+            for width in widths:
+                layers.append(ConvBNReLU(channels, width, kernel_size=kernel_size))
+                channels = width
+            self.blocks.append(nn.Sequential(*layers))
+            # Bayesian SegNet: dropout after the pools of the deepest `dropout_depth` blocks.
+            deep = depth >= len(blocks) - dropout_depth
+            self.dropouts.append(nn.Dropout(dropout) if dropout > 0 and deep else nn.Identity())
+        self.pool = MaxPool2x2()
+        self.out_channels = channels
+        self.widths = [widths[-1] for widths in blocks]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Stage]]:
+        stages: list[Stage] = []
+        for block, dropout in zip(self.blocks, self.dropouts):
+            features = block(x)  # (N, C_i, H_i, W_i)
+            x, indices, size = self.pool(features)  # (N, C_i, ceil(H_i/2), ceil(W_i/2))
+            stages.append(Stage(features, indices, size))
+            x = dropout(x)
+        return x, stages
+
+
+def vgg16_encoder(*, in_channels: int = 3, dropout: float = 0.0, dropout_depth: int = 0) -> PoolingEncoder:
+    """VGG16's 13 convs (with BN, as SegNet) as a pooling encoder; torchvision keys load by name."""
+    return PoolingEncoder(
+        in_channels=in_channels,
+        blocks=VGG16_BLOCKS,
+        kernel_size=3,
+        dropout=dropout,
+        dropout_depth=dropout_depth,
+    )
+
+

@@ -1,0 +1,83 @@
+"""One suite for every registered model: shapes at odd sizes, gradients, train/eval modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import segnet
+from segnet import SegNetError
+
+ALL_MODELS = segnet.list_models()
+# Exact counts for K=11 (paper / authors' Caffe models; see each builder's docstring).
+PARAMETERS = {
+    "segnet": 29_449_355,
+    "bayesian_segnet": 29_449_355,
+    "segnet_basic": 1_416_587,
+    "bayesian_segnet_basic": 1_416_587,
+}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("size", [(32, 32), (37, 53)])
+def test_output_has_input_size(name: str, size: tuple[int, int]) -> None:
+    model = segnet.build_model(name, num_classes=5).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, *size))
+    assert logits.shape == (2, 5, *size)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_gradients_reach_first_layer(name: str) -> None:
+    model = segnet.build_model(name, num_classes=3, in_channels=4).train()
+    logits = model(torch.randn(2, 4, 33, 35))
+    torch.nn.functional.cross_entropy(logits, torch.randint(0, 3, (2, 33, 35))).backward()
+    first = next(p for p in model.parameters() if p.ndim == 4)
+    assert first.shape[1] == 4
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_eval_is_deterministic_and_train_mode_updates_bn(name: str) -> None:
+    model = segnet.build_model(name, num_classes=3)
+    x = torch.randn(2, 3, 32, 32)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = bn.running_mean.clone()
+    model.train()(x)
+    assert not torch.equal(before, bn.running_mean)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERS))
+def test_parameter_count(name: str) -> None:
+    model = segnet.build_model(name, num_classes=11)
+    assert sum(p.numel() for p in model.parameters()) == PARAMETERS[name]
+
+
+def test_classifier_has_no_activation() -> None:
+    model = segnet.build_model("segnet", num_classes=11)
+    assert isinstance(model.classifier, torch.nn.Conv2d)
+    assert model.classifier.kernel_size == (3, 3)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (model.eval()(x) < 0).any()  # raw scores, not ReLU'd
+
+
+def test_bayesian_models_place_dropout_as_the_paper() -> None:
+    drops = lambda m: sum(isinstance(x, torch.nn.Dropout) for x in m.modules())  # noqa: E731
+    assert drops(segnet.build_model("bayesian_segnet", num_classes=3)) == 6
+    assert drops(segnet.build_model("bayesian_segnet_basic", num_classes=3)) == 4
+    assert drops(segnet.build_model("segnet", num_classes=3)) == 0
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(SegNetError, match="segnet_basic"):
+        segnet.build_model("segnett", num_classes=3)
+
+
+def test_list_models_pattern() -> None:
+    assert "segnet_basic" in segnet.list_models("segnet*")
+    assert all(n.startswith("bayesian") for n in segnet.list_models("bayesian*"))
