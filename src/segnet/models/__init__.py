@@ -12,13 +12,17 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import SegNetError
+from .comparison import COMPARISON_MODELS
 from .segnet import bayesian_segnet, bayesian_segnet_basic, segnet, segnet_basic
+from .variants import VARIANT_MODELS
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "segnet": segnet,
     "segnet_basic": segnet_basic,
     "bayesian_segnet": bayesian_segnet,
     "bayesian_segnet_basic": bayesian_segnet_basic,
+    **VARIANT_MODELS,  # paper Table 1 decoder variants
+    **COMPARISON_MODELS,  # paper Tables 3 and 6: FCN, DeepLab, DeconvNet; U-Net, ResNet-50
 }
 
 
