@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 CAMVID_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "CamVid"
 
@@ -22,3 +24,30 @@ def camvid_root() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def write_folder_dataset(
+    root: Path, *, num_classes: int = 3, counts: dict[str, int] | None = None, size: tuple[int, int] = (32, 48)
+) -> Path:
+    """A tiny folder dataset (ROOT/SPLIT/images, ROOT/SPLIT/masks) of coloured class blocks,
+    so a model can learn something in a few steps."""
+    rng = np.random.default_rng(0)
+    colors = rng.integers(0, 256, (num_classes, 3))
+    for split, count in (counts or {"train": 4, "val": 2}).items():
+        for sub in ("images", "masks"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            # 8x8-pixel blocks of random classes; each class has its own colour plus noise.
+            blocks = rng.integers(0, num_classes, (-(-size[0] // 8), -(-size[1] // 8)))
+            mask = np.kron(blocks, np.ones((8, 8), np.int64))[: size[0], : size[1]].astype(np.uint8)
+            noise = rng.normal(0, 20, (*size, 3))
+            image = np.clip(colors[mask] + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{split}_{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{split}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_folder(tmp_path) -> Path:
+    """3 classes, 4 train + 2 val images of 32x48."""
+    return write_folder_dataset(tmp_path / "data")

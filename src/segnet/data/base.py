@@ -60,9 +60,8 @@ class SegmentationDataset(Dataset):
 
 def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (H, W, 3), (H, W) -> normalised float32 (3, H, W) and int64 (H, W)."""
-    return normalize(torch.from_numpy(np.ascontiguousarray(image))), torch.from_numpy(
-        np.ascontiguousarray(mask)
-    ).long()
+    # np.array copies: inputs may be read-only views (PIL buffers, flipped slices).
+    return normalize(torch.from_numpy(np.array(image))), torch.from_numpy(np.array(mask)).long()
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:

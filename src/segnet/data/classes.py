@@ -12,3 +12,11 @@ CAMVID_PALETTE: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 CAMVID_VOID = 11  # "Unlabelled": never trained on, never scored
 VOID_COLOR = (0, 0, 0)
+
+# SUN RGB-D: 37 classes in raw-label order (raw 1..37; raw 0 is void), see data/sunrgbd.py.
+SUNRGBD_CLASSES: tuple[str, ...] = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
+    "floor_mat", "clothes", "ceiling", "books", "fridge", "tv", "paper", "towel", "shower_curtain",
+    "box", "whiteboard", "person", "night_stand", "toilet", "sink", "lamp", "bathtub", "bag",
+)  # fmt: skip

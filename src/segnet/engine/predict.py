@@ -1,0 +1,116 @@
+"""Segmenting image files: class-index PNG, colour PNG and overlay (and, with Monte-Carlo
+dropout, an uncertainty map) per input, all written atomically."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.base import normalize
+from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
+from ..errors import SegNetError
+from .checkpoint import ModelConfig
+from .evaluate import predict_logits
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Files, folders (their images) and glob patterns -> image paths, in order, no repeats."""
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise SegNetError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise SegNetError(f"{item}: no such file, folder or matching images")
+        paths.extend(p for p in found if p not in paths)
+    return paths
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours; unknown indices are black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[labels]
+
+
+def overlay(image: np.ndarray, colors: np.ndarray, *, opacity: float = 0.5) -> np.ndarray:
+    return (image * (1 - opacity) + colors * opacity).round().astype(np.uint8)
+
+
+class Segmenter:
+    """A model plus what it needs to turn RGB uint8 images into labels."""
+
+    def __init__(
+        self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str = "fp32"
+    ) -> None:
+        self.model, self.config, self.device, self.precision = model.eval().to(device), config, device, precision
+
+    def __call__(self, image: np.ndarray, *, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W, 3) uint8 -> labels (H, W) uint8 and, with MC dropout, uncertainty (H, W) float32
+        (per-class variance of the softmax samples averaged over classes, Bayesian SegNet)."""
+        images = normalize(torch.from_numpy(np.array(image)))[None]  # (1, 3, H, W)
+        if not mc_samples:
+            probs = predict_logits(self.model, images, device=self.device, precision=self.precision)
+            return probs[0].argmax(0).byte().cpu().numpy(), None
+        from ..models import set_mc_dropout
+
+        set_mc_dropout(self.model, True)
+        try:
+            samples = torch.stack([
+                predict_logits(self.model, images, device=self.device, precision=self.precision)[0]
+                for _ in range(mc_samples)
+            ])  # (S, K, H, W)
+        finally:
+            set_mc_dropout(self.model, False)
+        labels = samples.mean(0).argmax(0).byte().cpu().numpy()
+        return labels, samples.var(0, unbiased=False).mean(0).cpu().numpy().astype(np.float32)
+
+
+def write_prediction(
+    out_dir: Path, name: str, image: np.ndarray, labels: np.ndarray, palette, uncertainty=None
+) -> list[Path]:
+    colors = colorize(labels, palette)
+    written = [out_dir / f"{name}.png", out_dir / f"{name}_color.png", out_dir / f"{name}_overlay.png"]
+    write_png(written[0], labels)
+    write_png(written[1], colors)
+    write_png(written[2], overlay(image, colors))
+    if uncertainty is not None:
+        from ..data.io import atomic_write
+
+        scaled = (255 * uncertainty / max(float(uncertainty.max()), 1e-12)).astype(np.uint8)
+        written += [out_dir / f"{name}_uncertainty.png", out_dir / f"{name}_uncertainty.npy"]
+        write_png(written[3], scaled)
+        atomic_write(written[4], lambda f: np.save(f, uncertainty))
+    return written
+
+
+def predict_files(
+    segmenter: Segmenter, paths: Sequence[Path], out_dir: Path, *, mc_samples: int = 0, progress: bool = True
+) -> list[Path]:
+    """Reads every input first (so a bad file fails before anything is written), then writes."""
+    images = [read_image(p) for p in paths]
+    names = _unique_names(paths)
+    written: list[Path] = []
+    from tqdm import tqdm
+
+    for name, image in tqdm(list(zip(names, images)), desc="predict", disable=not progress, leave=False):
+        labels, uncertainty = segmenter(image, mc_samples=mc_samples)
+        written += write_prediction(out_dir, name, image, labels, segmenter.config.palette, uncertainty)
+    return written
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique with the parent folder name where two inputs share a stem."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
