@@ -4,8 +4,10 @@ Contract: ``encoder(images)`` with images (N, C_in, H, W) returns ``(x, stages)`
 ``x`` is the last pooled map (N, C_last, ceil(H / 2**D), ceil(W / 2**D)) for D blocks, and
 ``stages`` lists one :class:`Stage` per block, shallow to deep:
 
-* ``features`` -- the block's output *before* pooling (N, C_i, H_i, W_i); SegNet's decoder
-  never reads it (only the indices), the EncoderAddition / FCN / U-Net decoders do;
+* ``features`` -- the block's output *before* pooling (N, C_i, H_i, W_i); the EncoderAddition /
+  FCN / U-Net decoders read it. SegNet's decoder reads only the indices, so SegNet builds its
+  encoder with ``keep_features=False`` and ``features`` is None: holding every pre-pool map until
+  the decoder ends would cost 80 MiB at 360x480 in inference (more than the int64 indices);
 * ``indices`` -- uint8 window codes of the pool (N, C_i, ceil(H_i/2), ceil(W_i/2));
 * ``size`` -- (H_i, W_i), so unpooling restores the exact pre-pool size at any input size.
 
@@ -32,7 +34,7 @@ VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
 
 
 class Stage(NamedTuple):
-    features: Tensor
+    features: Tensor | None
     indices: Tensor
     size: tuple[int, int]
 
@@ -48,8 +50,10 @@ class PoolingEncoder(nn.Module):
         kernel_size: int = 3,
         dropout: float = 0.0,
         dropout_depth: int = 0,
+        keep_features: bool = True,
     ) -> None:
         super().__init__()
+        self.keep_features = keep_features
         self.blocks = nn.ModuleList()
         self.dropouts = nn.ModuleList()
         channels = in_channels
@@ -71,7 +75,8 @@ class PoolingEncoder(nn.Module):
         for block, dropout in zip(self.blocks, self.dropouts):
             features = block(x)  # (N, C_i, H_i, W_i)
             x, indices, size = self.pool(features)  # (N, C_i, ceil(H_i/2), ceil(W_i/2))
-            stages.append(Stage(features, indices, size))
+            stages.append(Stage(features if self.keep_features else None, indices, size))
+            del features  # else the map lives on through the next block's convolutions
             x = dropout(x)
         return x, stages
 

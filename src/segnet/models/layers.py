@@ -44,7 +44,38 @@ def _windows(x: Tensor, h: int, w: int) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], h, 2, w, 2, x.shape[1])
 
 
+def _tracing() -> bool:
+    """True while torch.jit/torch.compile/torch.export/ONNX capture a graph."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
 def _pool_forward(x: Tensor) -> tuple[Tensor, Tensor]:
+    if _tracing():
+        return _pool_forward_compare(x)
+    return _pool_forward_native(x)
+
+
+def _pool_forward_native(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Eager path: the native channels_last kernel's int64 indices, turned into uint8 codes.
+
+    ``max_pool2d`` on a channels_last tensor is ~10x faster than on NCHW and than the compare
+    path below (measured on CPU); its indices are transient, only the uint8 codes survive.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    values, flat = F.max_pool2d(x, 2, 2, ceil_mode=True, return_indices=True)  # (N, C, h, w)
+    h, w, width = values.shape[-2], values.shape[-1], x.shape[-1]
+    rows = torch.arange(h, device=x.device).view(h, 1) * (2 * width)
+    window_start = rows + torch.arange(w, device=x.device).view(1, w) * 2  # flat index of (2i, 2j)
+    offset = flat.sub_(window_start)  # in {0, 1, W, W + 1}: (dy, dx) = (0,0) (0,1) (1,0) (1,1)
+    dy = (offset >= width).to(torch.uint8)
+    codes = offset.to(torch.uint8).bitwise_and_(1)  # low bit of the offset (kept mod 256)
+    if width % 2:  # W odd: W and W + 1 have the low bits 1 and 0
+        codes.bitwise_xor_(dy)
+    return values, codes.add_(dy).add_(dy)  # code = 2 * dy + dx
+
+
+def _pool_forward_compare(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Graph path from MaxPool (one output), Equal and Where: exports to ONNX and TensorRT."""
     values = F.max_pool2d(x, 2, 2, ceil_mode=True)  # (N, C, h, w)
     n, c, h, w = values.shape
     windows = _windows(_pad_to_even(x, float("-inf")), h, w)
@@ -70,10 +101,13 @@ def _unpool_forward(values: Tensor, indices: Tensor, size: tuple[int, int]) -> T
 def _unpool_backward(grad_out: Tensor, indices: Tensor) -> Tensor:
     """Gathers, for each pooled cell, the gradient at the position its value was sent to."""
     n, c, h, w = indices.shape
-    grad = _windows(_pad_to_even(grad_out, 0.0), h, w)
-    codes = indices.permute(0, 2, 3, 1).reshape(n, h, 1, w, 1, c)
-    picked = torch.where(codes == _WINDOW_CODES.to(codes.device), grad, grad.new_zeros(()))
-    return picked.sum(dim=(2, 4)).permute(0, 3, 1, 2)
+    grad = _windows(_pad_to_even(grad_out, 0.0), h, w)  # (N, h, 2, w, 2, C)
+    codes = indices.permute(0, 2, 3, 1)  # (N, h, w, C)
+    # Three selects at pooled size (5x faster than a masked sum over full-size windows).
+    picked = torch.where(codes == 2, grad[:, :, 1, :, 0], grad[:, :, 1, :, 1])
+    picked = torch.where(codes == 1, grad[:, :, 0, :, 1], picked)
+    picked = torch.where(codes == 0, grad[:, :, 0, :, 0], picked)
+    return picked.permute(0, 3, 1, 2)
 
 
 class _MaxPool2x2(torch.autograd.Function):
@@ -147,15 +181,87 @@ class ConvBNReLU(nn.Sequential):
     """Conv (with bias, as the Caffe models) -> BatchNorm -> optional ReLU, 'same' padding."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, kernel_size: int = 3, relu: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int = 3,
+        relu: bool = True,
+        dilation: int = 1,
     ) -> None:
+        padding = dilation * (kernel_size // 2)  # 'same' for odd kernels at any dilation
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation),
             nn.BatchNorm2d(out_channels),
         ]
         if relu:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+
+def _reachable_taps(
+    weight: Tensor, padding: tuple[int, int], size: tuple[int, int]
+) -> tuple[Tensor, tuple[int, int]]:
+    """Crops a (.., .., 2p+1, 2q+1) 'same' kernel to the taps that can meet real pixels.
+
+    On an h x w map, stride 1, a tap more than h-1 rows (w-1 columns) from the centre only ever
+    multiplies zero padding: dropping it changes no output and no gradient (its gradient is 0).
+    """
+    ph, pw = min(padding[0], size[0] - 1), min(padding[1], size[1] - 1)
+    rows = slice(padding[0] - ph, padding[0] + ph + 1)
+    cols = slice(padding[1] - pw, padding[1] + pw + 1)
+    return weight[:, :, rows, cols], (ph, pw)
+
+
+class SameConv2d(nn.Conv2d):
+    """Stride-1 'same' conv (odd kernel k, padding k // 2) that skips taps reaching only padding.
+
+    Same parameters, outputs and gradients as ``nn.Conv2d``. Why: FCN's and DeconvNet's 7x7 fc6
+    sees a 1x1 or 2x2 pool5 on small inputs, where oneDNN's weight gradient for the full kernel
+    takes ~15 s on one CPU core; the cropped 3x3 takes ~1 s. Maps >= k // 2 + 1 run unchanged.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, device=None, dtype=None
+    ) -> None:  # device: lets nn.utils.skip_init build it uninitialised
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = (x.shape[-2], x.shape[-1])
+        if size[0] > self.padding[0] and size[1] > self.padding[1]:
+            return super().forward(x)
+        weight, padding = _reachable_taps(self.weight, self.padding, size)
+        return F.conv2d(x, weight, self.bias, padding=padding)
+
+
+class SameConvTranspose2d(nn.ConvTranspose2d):
+    """Stride-1 'same' transposed conv; as :class:`SameConv2d`, skips taps reaching only padding."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, device=None, dtype=None
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            device=device,
+            dtype=dtype,
+        )
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:
+        size = (x.shape[-2], x.shape[-1])
+        if size[0] > self.padding[0] and size[1] > self.padding[1]:
+            return super().forward(x, output_size)
+        weight, padding = _reachable_taps(self.weight, self.padding, size)
+        return F.conv_transpose2d(x, weight, self.bias, padding=padding)
 
 
 def init_msra(module: nn.Module) -> None:

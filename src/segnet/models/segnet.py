@@ -114,6 +114,7 @@ class SegNet(nn.Module):
             kernel_size=spec.kernel_size,
             dropout=dropout,
             dropout_depth=depth,
+            keep_features=False,  # the decoder reads only indices: free each map after pooling
         )
         self.decoder = SegNetDecoder(
             in_channels=self.encoder.out_channels,
