@@ -1,0 +1,123 @@
+"""Precise batch norm: population statistics over the training set (paper Sec. 4.1).
+
+After training, the authors replaced every BN layer's running mean/variance -- an exponential
+average taken while the weights were still changing -- by statistics computed with the final
+weights over the training images (SegNet-Tutorial ``compute_bn_statistics.py``), the network
+in training mode so each BN layer sees the inputs it saw during training.
+
+Here every BN layer's input moments are accumulated per channel in float64 during that pass
+(images with the eval transform, BN layers in train mode, dropout off), so the result is the
+exact population mean and (unbiased) variance over all pixels of all images -- independent of
+batch size, a partial last batch or images of different sizes, unlike an average of per-batch
+statistics (BN's ``momentum=None`` mode). Each layer's own running-average update is switched
+off (``momentum=0``) during the pass and its momentum restored afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data.base import SegmentationDataset
+from ..errors import SegNetError
+
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+class _ChannelMoments:
+    """Running per-channel mean and sum of squared deviations of a BN layer's inputs.
+
+    Each batch's moments are taken in float32 by ``torch.var_mean`` and merged into float64
+    totals with Chan et al.'s pairwise update, which neither loses precision to cancellation
+    (as E[x^2] - E[x]^2 would) nor needs a float64 copy of the activations.
+    """
+
+    def __init__(self, channels: int, device: torch.device) -> None:
+        self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(channels, dtype=torch.float64, device=device)  # sum of (x - mean)^2
+        self.count = 0
+
+    def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].detach().float()  # (N, C, ...) -- BN's input
+        dims = [d for d in range(x.dim()) if d != 1]
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        n = x.numel() // x.shape[1]
+        total = self.count + n
+        delta = mean.double() - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += var.double() * n + delta.square() * (self.count * n / total)
+        self.count = total
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean, self.m2 / max(1, self.count - 1)  # unbiased, as BN's running_var
+
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """BN layers that keep running statistics (those precise BN replaces)."""
+    return [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
+
+
+def _batches(dataset: SegmentationDataset, indices: list[int], batch_size: int) -> Iterator[torch.Tensor]:
+    """Images (N, 3, H, W) in order; a batch closes early when the image size changes."""
+    batch: list[torch.Tensor] = []
+    for index in indices:
+        image, _ = dataset[index]
+        if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
+            yield torch.stack(batch)
+            batch = []
+        batch.append(image)
+    if batch:
+        yield torch.stack(batch)
+
+
+@torch.no_grad()
+def recompute_bn_statistics(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    *,
+    device: torch.device,
+    batch_size: int = 4,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Replaces every BN layer's running mean/var by its population statistics over ``dataset``.
+
+    ``model`` must already be on ``device``; it is left in the train/eval mode it came in.
+    ``max_images`` uses that many images spread evenly over the dataset (default: all).
+    Returns ``{"layers": number of BN layers updated, "images": images used}``.
+    """
+    if batch_size < 1:
+        raise SegNetError(f"--batch-size must be >= 1, got {batch_size}")
+    layers = bn_layers(model)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if not layers or count == 0:
+        return {"layers": len(layers), "images": 0}
+    indices = sorted({int(i) for i in np.linspace(0, len(dataset) - 1, count).round()})
+    modes = {m: m.training for m in model.modules()}
+    momenta = {bn: bn.momentum for bn in layers}
+    moments = {bn: _ChannelMoments(bn.num_features, bn.running_mean.device) for bn in layers}
+    hooks = [bn.register_forward_pre_hook(moments[bn]) for bn in layers]
+    try:
+        model.eval()  # dropout (and anything else mode-dependent) off ...
+        for bn in layers:  # ... but BN normalises with batch statistics, as in training
+            bn.train()
+            bn.momentum = 0.0  # the running buffers stay as they are until the end
+        batches = _batches(dataset, indices, batch_size)
+        for images in tqdm(batches, desc="precise BN", disable=not progress, leave=False):
+            model(images.to(device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for bn, momentum in momenta.items():
+            bn.momentum = momentum
+        for module, training in modes.items():
+            module.train(training)
+    for bn in layers:
+        mean, var = moments[bn].mean_var()
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+    return {"layers": len(layers), "images": len(indices)}

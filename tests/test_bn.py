@@ -1,0 +1,139 @@
+"""Precise BN: recomputed statistics are the population moments of every BN layer's inputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+import segnet
+from segnet.cli import main
+from segnet.data import open_dataset
+from segnet.engine.bn import bn_layers, recompute_bn_statistics
+from segnet.engine.checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
+
+CPU = torch.device("cpu")
+
+
+def _briefly_trained(name: str, dataset) -> nn.Module:
+    """A few SGD steps in train mode: running stats are now momentum averages, not the truth."""
+    model = segnet.build_model(name, num_classes=dataset.info.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    for start in (0, 2, 0):
+        images, masks = zip(*(dataset[i] for i in (start, start + 1)))
+        loss = F.cross_entropy(model(torch.stack(images)), torch.stack(masks), ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def _direct_moments(model: nn.Module, dataset, batches: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and unbiased variance of each BN layer's inputs, gathered by hooks, in float64."""
+    model = copy.deepcopy(model).eval()
+    layers = bn_layers(model)
+    for bn in layers:
+        bn.train()  # normalise with batch statistics, as during training; dropout stays off
+    seen: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in layers}
+    hooks = [bn.register_forward_pre_hook(lambda m, x: seen[m].append(x[0].double())) for bn in layers]
+    for batch in batches:
+        model(torch.stack([dataset[i][0] for i in batch]))
+    for hook in hooks:
+        hook.remove()
+    moments = []
+    for bn in layers:
+        values = torch.cat([x.transpose(0, 1).reshape(x.shape[1], -1) for x in seen[bn]], dim=1)
+        moments.append((values.mean(dim=1), values.var(dim=1)))
+    return moments
+
+
+def test_recomputed_statistics_are_population_moments(tmp_path) -> None:
+    from conftest import write_folder_dataset
+
+    root = write_folder_dataset(tmp_path / "data", counts={"train": 4})
+    odd = root / "train" / "images" / "train_0.png"  # one image of another size: its own batch
+    Image.open(odd).resize((40, 40)).save(root / "train" / "images" / "train_9.png")
+    Image.open(root / "train" / "masks" / "train_0.png").resize((40, 40), Image.NEAREST).save(
+        root / "train" / "masks" / "train_9.png"
+    )
+    dataset = open_dataset("folder", root=root, split="train", num_classes=3)
+    # Bayesian SegNet-Basic: dropout must be off during the pass, or the moments are random.
+    model = _briefly_trained("bayesian_segnet_basic", dataset)
+    before = [bn.running_mean.clone() for bn in bn_layers(model)]
+    expected = _direct_moments(model, dataset, [[0, 1], [2, 3], [4]])  # batch_size=2, size break
+
+    stats = recompute_bn_statistics(model, dataset, device=CPU, batch_size=2)
+
+    layers = bn_layers(model)
+    assert stats == {"layers": len(layers), "images": 5} and len(layers) == 8
+    for bn, (mean, var), old in zip(layers, expected, before):
+        torch.testing.assert_close(bn.running_mean, mean.float(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(bn.running_var, var.float(), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(bn.running_mean, old, atol=1e-3)  # really replaced
+        assert bn.momentum == 0.1  # restored
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_max_images_and_modes(tiny_folder) -> None:
+    dataset = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    model = segnet.build_model("segnet_basic", num_classes=3).train()
+    stats = recompute_bn_statistics(model, dataset, device=CPU, max_images=2)
+    assert stats["images"] == 2
+    assert all(m.training for m in model.modules())  # mode it came in
+    no_bn = nn.Sequential(nn.Conv2d(3, 3, 1))
+    assert recompute_bn_statistics(no_bn, dataset, device=CPU) == {"layers": 0, "images": 0}
+
+
+def _checkpoint(tmp_path, root) -> tuple:
+    dataset = open_dataset("folder", root=root, split="train", num_classes=3)
+    model = _briefly_trained("segnet_basic", dataset)
+    config = ModelConfig.for_dataset("segnet_basic", dataset.info)
+    path = tmp_path / "run" / "best.pt"
+    save_checkpoint(path, config=config, model=model, epoch=3, metrics={"miou": 0.1}, optimizer={"x": 1})
+    return path, model, dataset
+
+
+def test_bn_stats_cli_writes_loadable_checkpoint(tmp_path, tiny_folder, capsys) -> None:
+    path, model, dataset = _checkpoint(tmp_path, tiny_folder)
+    flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3", "--device", "cpu"]
+    assert main(["bn-stats", "--checkpoint", str(path), *flags]) == 0
+    out = path.with_name("best_precise_bn.pt")
+    assert str(out) in capsys.readouterr().out
+    loaded, config, payload = load_model(out)
+    recompute_bn_statistics(model, dataset, device=CPU)
+    for mine, theirs in zip(bn_layers(model), bn_layers(loaded)):
+        torch.testing.assert_close(theirs.running_mean, mine.running_mean)
+        torch.testing.assert_close(theirs.running_var, mine.running_var)
+    assert config.name == "segnet_basic" and payload["epoch"] == 3 and "optimizer" not in payload
+    assert payload["precise_bn"]["images"] == 4 and payload["precise_bn"]["split"] == "train"
+    assert "precise_bn" not in read_checkpoint(path)  # the source is left alone
+
+    custom = tmp_path / "elsewhere" / "bn.pt"
+    assert main(["bn-stats", "--checkpoint", str(path), *flags, "--out", str(custom), "--max-images", "2"]) == 0
+    assert read_checkpoint(custom)["precise_bn"]["images"] == 2
+
+
+def test_evaluate_with_precise_bn(tmp_path, tiny_folder, capsys) -> None:
+    path, _, _ = _checkpoint(tmp_path, tiny_folder)
+    flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3",
+             "--device", "cpu", "--precision", "fp32"]  # fmt: skip
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(path), *flags, "--precise-bn", "--out", str(metrics)]) == 0
+    assert "precise BN: 8 BN layers recomputed over 4 training images" in capsys.readouterr().out
+    assert '"precise_bn": true' in metrics.read_text()
+    assert "precise_bn" not in read_checkpoint(path)  # evaluate never writes the checkpoint
+
+
+def test_bn_stats_errors(tmp_path, tiny_folder, capsys) -> None:
+    path, _, _ = _checkpoint(tmp_path, tiny_folder)
+    code = main(["bn-stats", "--checkpoint", str(path), "--dataset", "folder", "--data", str(tiny_folder),
+                 "--num-classes", "4", "--device", "cpu"])  # fmt: skip
+    assert code == 2 and "trained for 3 classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bn-stats", "--checkpoint", str(path), "--batch-size", "0"])
