@@ -2,6 +2,7 @@
 
 from .errors import SegNetError
 from .models import build_model, list_models
+from .pretrained import load_pretrained
 
-__all__ = ["SegNetError", "build_model", "list_models"]
+__all__ = ["SegNetError", "build_model", "list_models", "load_pretrained"]
 __version__ = "0.1.0"

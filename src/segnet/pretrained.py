@@ -1,0 +1,61 @@
+"""Weights that ship inside the package: ``load_pretrained("segnet_basic", "camvid")``.
+
+Each entry is a small fp16 checkpoint in ``segnet/weights/`` carrying its model config and
+class names, so it loads with no training and no download. The weights are stored in fp16 to
+keep the wheel small (SegNet-Basic: ~2.8 MB); they are cast back to fp32 on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data.io import atomic_write
+from .engine.checkpoint import ModelConfig, load_model, read_checkpoint
+from .errors import SegNetError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def available_weights() -> dict[str, list[str]]:
+    """{model name: [weights names]} for the files present in the package."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(WEIGHTS_DIR.glob("*__*.pt")):
+        model, name = path.stem.split("__", 1)
+        found.setdefault(model, []).append(name)
+    return found
+
+
+def weights_path(model: str, weights: str) -> Path:
+    path = WEIGHTS_DIR / f"{model}__{weights}.pt"
+    if not path.is_file():
+        shipped = ", ".join(f"--model {m} --weights {w}" for m, ws in available_weights().items() for w in ws)
+        raise SegNetError(
+            f"no shipped weights {weights!r} for model {model!r}; available: {shipped or 'none'}"
+        )
+    return path
+
+
+def load_pretrained_with_config(model: str, weights: str) -> tuple[nn.Module, ModelConfig]:
+    net, config, _ = load_model(weights_path(model, weights), expect_model=model)
+    return net.float().eval(), config
+
+
+def load_pretrained(model: str, weights: str) -> nn.Module:
+    """The shipped model in eval mode; its config is at ``model.segnet_config``."""
+    net, config = load_pretrained_with_config(model, weights)
+    net.segnet_config = config
+    return net
+
+
+def pack_weights(checkpoint: str | Path, out: str | Path) -> Path:
+    """Writes an inference-only fp16 copy of a training checkpoint (config, classes, metrics)."""
+    payload = read_checkpoint(checkpoint)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+    keep = {k: payload[k] for k in ("format", "version", "model", "data", "epoch", "metrics", "train_config") if k in payload}
+    keep["metrics"] = {k: v for k, v in keep.get("metrics", {}).items() if k != "confusion_matrix"}
+    keep["state_dict"] = state
+    atomic_write(Path(out), lambda f: torch.save(keep, f))
+    return Path(out)
