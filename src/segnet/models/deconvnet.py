@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .encoders import Stage, vgg16_encoder
-from .layers import ConvBNReLU, MaxUnpool2x2, SameConv2d, SameConvTranspose2d, init_msra
+from .layers import ConvBNReLU, MaxUnpool2x2, SameConv2d, SameConvTranspose2d, init_msra, stack_blocks
 
 FC_WIDTH = 4096
 # deconv5 .. deconv1 (deepest first): widths of each block's 3x3 transposed convs.
@@ -50,15 +50,7 @@ class DeconvDecoder(nn.Module):
     def __init__(self, *, in_channels: int, blocks: Sequence[Sequence[int]]) -> None:
         super().__init__()
         self.unpool = MaxUnpool2x2()
-        self.blocks = nn.ModuleList()
-        channels = in_channels
-        for widths in blocks:
-            layers = []
-            for width in widths:
-                layers.append(DeconvBNReLU(channels, width))
-                channels = width
-            self.blocks.append(nn.Sequential(*layers))
-        self.out_channels = channels
+        self.blocks, self.out_channels = stack_blocks(in_channels, blocks, DeconvBNReLU)
 
     def forward(self, x: Tensor, stages: Sequence[Stage]) -> Tensor:
         for block, stage in zip(self.blocks, reversed(stages)):

@@ -21,7 +21,7 @@ from typing import NamedTuple, Sequence
 
 from torch import Tensor, nn
 
-from .layers import ConvBNReLU, MaxPool2x2
+from .layers import ConvBNReLU, MaxPool2x2, stack_blocks
 
 # VGG16's 13 convolutions as 5 blocks of output widths (Simonyan & Zisserman, config "D").
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
@@ -54,18 +54,14 @@ class PoolingEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.keep_features = keep_features
-        self.blocks = nn.ModuleList()
-        self.dropouts = nn.ModuleList()
-        channels = in_channels
-        for depth, widths in enumerate(blocks):
-            layers = []
-            for width in widths:
-                layers.append(ConvBNReLU(channels, width, kernel_size=kernel_size))
-                channels = width
-            self.blocks.append(nn.Sequential(*layers))
-            # Bayesian SegNet: dropout after the pools of the deepest `dropout_depth` blocks.
-            deep = depth >= len(blocks) - dropout_depth
-            self.dropouts.append(nn.Dropout(dropout) if dropout > 0 and deep else nn.Identity())
+        self.blocks, channels = stack_blocks(
+            in_channels, blocks, lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size)
+        )
+        # Bayesian SegNet: dropout after the pools of the deepest `dropout_depth` blocks.
+        self.dropouts = nn.ModuleList(
+            nn.Dropout(dropout) if dropout > 0 and depth >= len(blocks) - dropout_depth else nn.Identity()
+            for depth in range(len(blocks))
+        )
         self.pool = MaxPool2x2()
         self.out_channels = channels
         self.widths = [widths[-1] for widths in blocks]

@@ -17,6 +17,8 @@ only the uint8 codes for the backward pass -- never int64 indices.
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -274,3 +276,19 @@ def init_msra(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def stack_blocks(
+    in_channels: int, blocks: Sequence[Sequence[int]], make_layer: Callable[[int, int], nn.Module]
+) -> tuple[nn.ModuleList, int]:
+    """Architecture as data: one ``nn.Sequential`` per block of widths, each layer built by
+    ``make_layer(in_channels, out_channels)``; returns the blocks and the last width."""
+    modules = nn.ModuleList()
+    channels = in_channels
+    for widths in blocks:
+        layers = []
+        for width in widths:
+            layers.append(make_layer(channels, width))
+            channels = width
+        modules.append(nn.Sequential(*layers))
+    return modules, channels

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ConvBNReLU, MaxPool2x2, MaxUnpool2x2, init_msra
+from .layers import ConvBNReLU, MaxPool2x2, MaxUnpool2x2, init_msra, stack_blocks
 
 EXPANSION = 4  # a bottleneck's output is 4x its inner width
 
@@ -147,15 +147,7 @@ class MirrorDecoder(nn.Module):
     def __init__(self, *, in_channels: int, blocks: Sequence[Sequence[int]]) -> None:
         super().__init__()
         self.unpool = MaxUnpool2x2()
-        self.blocks = nn.ModuleList()
-        channels = in_channels
-        for widths in blocks:
-            layers = []
-            for width in widths:
-                layers.append(ConvBNReLU(channels, width))
-                channels = width
-            self.blocks.append(nn.Sequential(*layers))
-        self.out_channels = channels
+        self.blocks, self.out_channels = stack_blocks(in_channels, blocks, ConvBNReLU)
 
     def forward(self, x: Tensor, stages: Sequence[ResNetStage]) -> Tensor:
         for block, stage in zip(self.blocks, reversed(stages)):

@@ -16,7 +16,7 @@ from typing import Sequence
 from torch import Tensor, nn
 
 from .encoders import VGG16_BLOCKS, PoolingEncoder
-from .layers import ConvBNReLU, MaxUnpool2x2, init_msra
+from .layers import ConvBNReLU, MaxUnpool2x2, init_msra, stack_blocks
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,13 @@ class SegNetDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.unpool = MaxUnpool2x2()
-        self.blocks = nn.ModuleList()
-        self.dropouts = nn.ModuleList()
-        channels = in_channels
-        for depth, widths in enumerate(blocks):
-            layers = []
-            for width in widths:
-                layers.append(ConvBNReLU(channels, width, kernel_size=kernel_size, relu=relu))
-                channels = width
-            self.blocks.append(nn.Sequential(*layers))
-            deep = depth < dropout_depth  # blocks are listed deepest first
-            self.dropouts.append(nn.Dropout(dropout) if dropout > 0 and deep else nn.Identity())
-        self.out_channels = channels
+        self.blocks, self.out_channels = stack_blocks(
+            in_channels, blocks, lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size, relu=relu)
+        )
+        self.dropouts = nn.ModuleList(  # blocks are listed deepest first
+            nn.Dropout(dropout) if dropout > 0 and depth < dropout_depth else nn.Identity()
+            for depth in range(len(blocks))
+        )
 
     def forward(self, x: Tensor, stages: Sequence) -> Tensor:
         for block, dropout, stage in zip(self.blocks, self.dropouts, reversed(stages)):
