@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -130,14 +131,31 @@ def train_one_epoch(
     return total_loss / max(1, seen), seen / (time.perf_counter() - start)
 
 
-def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Trains per ``config``; with ``resume`` continues from ``config.out/last.pt``."""
-    out = Path(config.out)
+@dataclass
+class _Run:
+    """Everything one training run holds between epochs."""
+
+    config: TrainConfig
+    device: torch.device
+    precision: str
+    model: nn.Module
+    model_config: ModelConfig
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    data: AugmentedDataset
+    val_set: SegmentationDataset
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"miou": -1.0})
+
+
+def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     train_set, val_set = open_split(config, "train"), open_split(config, "val")
     info = train_set.info
-    state = read_checkpoint(out / "last.pt") if resume else None
+    state = read_checkpoint(Path(config.out) / "last.pt") if resume else None
     model_config = ModelConfig.for_dataset(config.model, info, **config.model_options)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = model_config.build()
@@ -149,65 +167,87 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     weights = resolve_class_weights(config.class_weights, train_set)
-    loss_fn = SegmentationLoss(weights, ignore_index=info.ignore_index).to(device)
-    optimizer = make_optimizer(config, model)
     augment = Augment(
         crop_size=tuple(config.crop) if config.crop else None, scale_range=tuple(config.scale),
         hflip=config.hflip, ignore_index=info.ignore_index,
     )  # fmt: skip
     data = AugmentedDataset(train_set, augment, seed=config.seed)
-    # Crops make every batch the same size; whole images need equal sizes (CamVid is 360x480).
-    steps_per_epoch = len(data) // config.batch_size if len(data) >= config.batch_size else 1
+    steps_per_epoch = max(1, len(data) // config.batch_size)
     if config.max_batches:
         steps_per_epoch = min(steps_per_epoch, config.max_batches)
+    optimizer = make_optimizer(config, model)
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(config, step, total, steps_per_epoch)
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    start_epoch, best = 0, {"miou": -1.0}
+    run = _Run(
+        config=config, device=device, precision=precision, model=model, model_config=model_config,
+        loss_fn=SegmentationLoss(weights, ignore_index=info.ignore_index).to(device),
+        optimizer=optimizer, scheduler=scheduler, data=data, val_set=val_set,
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+    )  # fmt: skip
     if state is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"], state.get("best", best)
+        run.start_epoch, run.best = state["epoch"], state.get("best", run.best)
+    return run
+
+
+def _train_epoch(run: _Run, epoch: int) -> dict:
+    """One epoch of training, seeded by (seed, epoch); returns its log row."""
+    config = run.config
+    torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same stream on resume
+    run.data.set_epoch(epoch)
+    loader = DataLoader(
+        run.data, batch_size=config.batch_size, shuffle=True, drop_last=len(run.data) >= config.batch_size,
+        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
+    )  # fmt: skip
+    tic = time.perf_counter()
+    loss, speed = train_one_epoch(
+        run.model, loader, loss_fn=run.loss_fn, optimizer=run.optimizer, scheduler=run.scheduler,
+        scaler=run.scaler, device=run.device, precision=run.precision, channels_last=config.channels_last,
+        max_batches=config.max_batches, desc=f"epoch {epoch + 1}/{config.epochs}",
+    )  # fmt: skip
+    return {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": loss,
+            "images_per_s": speed, "epoch_s": time.perf_counter() - tic}  # fmt: skip
+
+
+def _save(run: _Run, out: Path, epoch: int, metrics: dict, *, improved: bool) -> None:
+    extra = {"epoch": epoch + 1, "metrics": metrics, "train_config": run.config.to_dict()}
+    if improved:
+        save_checkpoint(out / "best.pt", config=run.model_config, model=run.model, **extra)
+    save_checkpoint(
+        out / "last.pt", config=run.model_config, model=run.model, optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(), best=run.best, **extra,
+    )  # fmt: skip
+
+
+def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """Trains per ``config``; with ``resume`` continues from ``config.out/last.pt``."""
+    out = Path(config.out)
+    run = _prepare(config, resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     plots = matplotlib_available()
     if not plots:
         tqdm.write("note: matplotlib is not installed, so no curves.png (pip install segnet[plot])")
     atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(config.to_dict()).encode()))
     metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout: same stream on resume
-        data.set_epoch(epoch)
-        loader = DataLoader(
-            data, batch_size=config.batch_size, shuffle=True, drop_last=len(data) >= config.batch_size,
-            num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
-        )  # fmt: skip
-        tic = time.perf_counter()
-        loss, speed = train_one_epoch(
-            model, loader, loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-            device=device, precision=precision, channels_last=config.channels_last,
-            max_batches=config.max_batches, desc=f"epoch {epoch + 1}/{config.epochs}",
-        )  # fmt: skip
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": loss,
-               "images_per_s": speed, "epoch_s": time.perf_counter() - tic}  # fmt: skip
+    for epoch in range(run.start_epoch, config.epochs):
+        row = _train_epoch(run, epoch)
+        improved = False
         if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-            metrics = evaluate(model, val_set, device=device, precision=precision, progress=progress)
+            metrics = evaluate(run.model, run.val_set, device=run.device, precision=run.precision, progress=progress)
             row.update({k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")})
-        extra = {"epoch": epoch + 1, "metrics": metrics, "train_config": config.to_dict()}
-        if metrics and metrics["miou"] > best["miou"]:
-            best = {"miou": metrics["miou"], "epoch": epoch + 1}
-            save_checkpoint(out / "best.pt", config=model_config, model=model, **extra)
-        save_checkpoint(
-            out / "last.pt", config=model_config, model=model, optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(), best=best, **extra,
-        )  # fmt: skip
+            improved = metrics["miou"] > run.best["miou"]
+            if improved:
+                run.best = {"miou": metrics["miou"], "epoch": epoch + 1}
+        _save(run, out, epoch, metrics, improved=improved)
         append_log(out / "log.csv", row)
         if plots:
             plot_training_curves(out / "log.csv", out / "curves.png")
-        _report(row, best, progress)
-    return {"best": best, "last": metrics, "out": str(out)}
+        _report(row, run.best, progress)
+    return {"best": run.best, "last": metrics, "out": str(out)}
 
 
 def append_log(path: Path, row: dict) -> None:
