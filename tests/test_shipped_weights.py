@@ -1,0 +1,53 @@
+"""Weights shipped inside the package load offline, predict, and score on real CamVid val."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import segnet
+from segnet.cli import main
+from segnet.data import CamVid
+from segnet.engine.evaluate import predict_logits
+from segnet.metrics.confusion import ConfusionMatrix
+from segnet.pretrained import available_weights, load_pretrained_with_config
+
+# Measured on the first 12 CamVid val images when the weights were packed (docs/results.md);
+# the floor leaves room for numeric differences across CPUs, not for a broken model.
+VAL12_MIOU_FLOOR = 0.22  # measured 0.268 at packing time
+
+
+def test_shipped_camvid_weights_load_and_run() -> None:
+    assert "camvid" in available_weights()["segnet_basic"]
+    model = segnet.load_pretrained("segnet_basic", "camvid")
+    config = model.segnet_config
+    assert config.num_classes == 11 and config.class_names[3] == "Road"
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 45, 61))
+    assert logits.shape == (1, 11, 45, 61) and logits.dtype == torch.float32
+
+
+def test_predict_with_shipped_weights(tmp_path) -> None:
+    image = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--model", "segnet_basic", "--weights", "camvid", str(image), "--out", str(tmp_path / "o")]) == 0
+    assert np.asarray(Image.open(tmp_path / "o" / "street.png")).shape == (40, 56)
+
+
+def test_unknown_weights_list_the_available_ones() -> None:
+    with pytest.raises(segnet.SegNetError, match="--model segnet_basic --weights camvid"):
+        segnet.load_pretrained("segnet_basic", "cityscapes")
+
+
+@pytest.mark.slow
+def test_shipped_weights_reach_val_floor(camvid_root) -> None:
+    model, config = load_pretrained_with_config("segnet_basic", "camvid")
+    val = CamVid(camvid_root, split="val")
+    confusion = ConfusionMatrix(11, ignore_index=config.ignore_index)
+    for index in range(12):
+        image, mask = val[index]
+        probs = predict_logits(model, image[None], device=torch.device("cpu"))
+        confusion.update(probs.argmax(1), mask[None])
+    assert confusion.compute()["miou"] >= VAL12_MIOU_FLOOR
