@@ -165,3 +165,7 @@ def test_bayesian_mc_prediction_writes_uncertainty(tmp_path, tiny_folder) -> Non
     uncertainty = np.load(tmp_path / "o" / "val_0_uncertainty.npy")
     assert uncertainty.shape == (32, 48) and uncertainty.dtype == np.float32 and uncertainty.max() > 0
     assert (tmp_path / "o" / "val_0_uncertainty.png").is_file()
+
+
+def test_camvid_without_data_flag(checkpoint, capsys) -> None:
+    _fails(capsys, ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid"], "--data")

@@ -9,11 +9,14 @@ uint8 RGB (H, W, 3) and uint8 labels (H, W) -- already checked (sizes match, lab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from ..errors import SegNetError
 
 # Inputs are normalised as the ImageNet-trained VGG/ResNet encoders expect; every checkpoint
 # records these so predict/export normalise the same way.
@@ -56,6 +59,23 @@ class SegmentationDataset(Dataset):
         image, mask = self.load(index)
         transform = self.transform or to_tensors
         return transform(image, mask)
+
+
+class PairedFileDataset(SegmentationDataset):
+    """A dataset of (image file, label file) pairs found under ``root`` for a split."""
+
+    def __init__(self, root: str | Path | None, *, split: str, transform: Transform | None = None) -> None:
+        super().__init__(transform=transform)
+        if root is None:
+            raise SegNetError(f"--data ROOT is required for this dataset ({type(self).__name__})")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SegNetError(f"--data {self.root}: folder not found")
+        self.pairs = self.find_pairs(self.root, split)
+        self.names = [image.stem for image, _ in self.pairs]
+
+    def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
+        raise NotImplementedError
 
 
 def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

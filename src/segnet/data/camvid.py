@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegNetError
-from .base import DatasetInfo, SegmentationDataset, Transform
+from .base import DatasetInfo, PairedFileDataset
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
 from .io import check_pair, list_images, read_image, read_mask
 
@@ -56,22 +56,14 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class CamVid(SegmentationDataset):
+class CamVid(PairedFileDataset):
     info = CAMVID_INFO
 
-    def __init__(self, root: str | Path, *, split: str, transform: Transform | None = None) -> None:
-        super().__init__(transform=transform)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SegNetError(f"--data {self.root}: folder not found")
-        self.pairs = camvid_pairs(self.root, split)
-        self.names = [image.stem for image, _ in self.pairs]
+    def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
+        return camvid_pairs(root, split)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), read_mask(mask_path)
         check_pair(image, mask, num_classes=11, ignore_index=CAMVID_VOID, mask_path=mask_path)
         return image, mask
-
-    def mask_paths(self) -> list[Path]:
-        return [mask for _, mask in self.pairs]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -105,6 +104,3 @@ class FolderDataset(SegmentationDataset):
             ignore_index=self.info.ignore_index, mask_path=mask_path,
         )  # fmt: skip
         return image, mask
-
-    def mask_paths(self) -> Sequence[Path]:
-        return [mask for _, mask in self.pairs]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegNetError
-from .base import DatasetInfo, SegmentationDataset, Transform
+from .base import DatasetInfo, PairedFileDataset
 from .classes import SUNRGBD_CLASSES
 from .folder import DEFAULT_VOID, default_palette
 from .io import check_pair, list_images, read_image, read_mask
@@ -99,18 +99,11 @@ def sunrgbd_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class SUNRGBD(SegmentationDataset):
+class SUNRGBD(PairedFileDataset):
     info = SUNRGBD_INFO
 
-    def __init__(self, root: str | Path, *, split: str, transform: Transform | None = None) -> None:
-        super().__init__(transform=transform)
-        if root is None:
-            raise SegNetError("--data ROOT is required for --dataset sunrgbd")
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise SegNetError(f"--data {self.root}: folder not found")
-        self.pairs = sunrgbd_pairs(self.root, split)
-        self.names = [image.stem for image, _ in self.pairs]
+    def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
+        return sunrgbd_pairs(root, split)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
@@ -125,6 +118,3 @@ class SUNRGBD(SegmentationDataset):
         check_pair(image, mask, num_classes=self.info.num_classes, ignore_index=self.info.ignore_index,
                    mask_path=label_path)  # fmt: skip
         return image, mask
-
-    def mask_paths(self) -> list[Path]:
-        return [label for _, label in self.pairs]
