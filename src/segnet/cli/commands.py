@@ -104,6 +104,10 @@ def add_evaluate(sub) -> None:
     p.add_argument("--precise-bn", action="store_true",
                    help="first recompute BN statistics over the train split (not saved; see bn-stats)")  # fmt: skip
     p.add_argument("--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR")
+    p.add_argument("--bf-tolerance", type=float, default=0.0075,
+                   help="BF match distance as a fraction of the image diagonal (paper: 0.0075)")  # fmt: skip
+    p.add_argument("--bf-count-predicted", action="store_true",
+                   help="BF also averages classes present only in the prediction (authors' script)")  # fmt: skip
     _runtime_flags(p)
     p.set_defaults(run=run_evaluate)
 
@@ -126,7 +130,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         train_set = open_dataset(args.dataset, root=args.data, split="train",
                                  num_classes=args.num_classes, palette=args.palette)  # fmt: skip
         _precise_bn(model, train_set, device=device)
-    metrics = evaluate(model, dataset, device=device, precision=precision, mc_samples=args.mc_samples)
+    if not 0 < args.bf_tolerance < 1:
+        raise SegNetError(f"--bf-tolerance must be in (0, 1), got {args.bf_tolerance}")
+    metrics = evaluate(
+        model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
+        bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted,
+    )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "model": config.name,
                     "precise_bn": args.precise_bn})  # fmt: skip
     print(format_metrics(metrics))
