@@ -120,6 +120,7 @@ def test_class_counts_exclude_void(tmp_path) -> None:
     assert class_pixels.tolist() == [6, 1] and image_pixels.tolist() == [7, 3]
     assert resolve_class_weights("none", data) is None
     assert torch.allclose(resolve_class_weights("median", data), torch.tensor([(6 / 7 + 1 / 3) / 2 / (6 / 7), (6 / 7 + 1 / 3) / 2 / (1 / 3)]))
+    assert torch.allclose(resolve_class_weights("median_sqrt", data), resolve_class_weights("median", data).sqrt())
     (tmp_path / "w.json").write_text("[1, 2, 3]")
     with pytest.raises(SegNetError, match="expected 2 non-negative weights"):
         resolve_class_weights(str(tmp_path / "w.json"), data)

@@ -85,3 +85,27 @@ def test_training_learns(tmp_path) -> None:
     losses = [float(r["train_loss"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
     assert losses[-1] < 0.8 * losses[0]
     assert result["best"]["miou"] > 0.3  # a model that learns nothing scores 0.1-0.2
+
+
+def test_init_weights_warm_starts_from_a_checkpoint(tiny_folder, tmp_path) -> None:
+    fit(_config(tiny_folder, tmp_path / "stage1", epochs=1), progress=False)
+    stage1 = read_checkpoint(tmp_path / "stage1" / "last.pt")["state_dict"]
+    # max_batches=1 with lr ~0 (warm-up): the weights must start where stage 1 ended, not at init
+    cfg = _config(tiny_folder, tmp_path / "stage2", epochs=1, lr=1e-12, max_batches=1, optimizer="adamw",
+                  init_weights=str(tmp_path / "stage1" / "last.pt"))
+    fit(cfg, progress=False)
+    stage2 = read_checkpoint(tmp_path / "stage2" / "last.pt")
+    conv = next(k for k in stage1 if k.endswith("weight") and stage1[k].dim() == 4)
+    assert torch.allclose(stage2["state_dict"][conv], stage1[conv], atol=1e-6)
+    assert {float(s["step"]) for s in stage2["optimizer"]["state"].values()} == {1.0}  # a fresh optimizer
+    assert stage2["train_config"]["init_weights"].endswith("last.pt")
+
+
+def test_init_weights_errors_name_the_flag(tiny_folder, tmp_path) -> None:
+    with pytest.raises(SegNetError, match="--init-weights .*missing.pt: file not found"):
+        fit(_config(tiny_folder, tmp_path / "a", init_weights=str(tmp_path / "missing.pt")), progress=False)
+    fit(_config(tiny_folder, tmp_path / "basic", epochs=1, max_batches=1), progress=False)
+    with pytest.raises(SegNetError, match="--init-weights .*holds a 'segnet_basic' model"):
+        fit(_config(tiny_folder, tmp_path / "b", model="fcn_basic", init_weights=str(tmp_path / "basic" / "last.pt")),
+            progress=False)  # fmt: skip
+    assert not (tmp_path / "b").exists()  # nothing written for a run that never started

@@ -56,6 +56,7 @@ class TrainConfig:
     synthetic_images: int = 96  # synthetic dataset: training images (val gets a quarter)
     synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
     encoder_weights: str | None = None  # imagenet | FILE
+    init_weights: str | None = None  # warm start: model weights of a segnet checkpoint (fresh optimizer)
     model_options: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # cap batches per epoch (quick checks)
 

@@ -34,7 +34,7 @@ from ..data.stats import resolve_class_weights
 from ..data.transforms import Augment, AugmentedDataset
 from ..errors import SegNetError
 from ..reports import matplotlib_available, plot_training_curves
-from .checkpoint import ModelConfig, read_checkpoint, save_checkpoint
+from .checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
 from .runtime import autocast, resolve_device, resolve_precision
@@ -163,6 +163,8 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
         from ..models.pretrained import load_encoder_weights
 
         load_encoder_weights(model, config.encoder_weights)
+    if config.init_weights and state is None:
+        warm_start(model, model_config, config.init_weights)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -192,6 +194,25 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
         scheduler.load_state_dict(state["scheduler"])
         run.start_epoch, run.best = state["epoch"], state.get("best", run.best)
     return run
+
+
+def warm_start(model: nn.Module, model_config: ModelConfig, path: str) -> None:
+    """``--init-weights``: copies a checkpoint's weights into ``model`` (same architecture, classes).
+
+    Only the weights travel: optimizer state, schedule and epoch count start afresh, so a second
+    stage (e.g. a new cosine cycle with different class weights) is its own reproducible run.
+    """
+    try:
+        source, source_config, _ = load_model(
+            path, expect_model=model_config.name, expect_num_classes=model_config.num_classes
+        )
+    except SegNetError as error:
+        raise SegNetError(str(error).replace("--checkpoint", "--init-weights", 1)) from None
+    if source_config.options != model_config.options:
+        raise SegNetError(
+            f"--init-weights {path}: built with options {source_config.options}, this run uses {model_config.options}"
+        )
+    model.load_state_dict(source.state_dict())
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict:
