@@ -169,3 +169,15 @@ def test_bayesian_mc_prediction_writes_uncertainty(tmp_path, tiny_folder) -> Non
 
 def test_camvid_without_data_flag(checkpoint, capsys) -> None:
     _fails(capsys, ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "camvid"], "--data")
+
+
+def test_bf_flags(checkpoint, tiny_folder, tmp_path, capsys) -> None:
+    base = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data", str(tiny_folder),
+            "--num-classes", "3"]  # fmt: skip
+    _fails(capsys, base + ["--bf-tolerance", "1.5"], "--bf-tolerance")
+    scores = []
+    for extra in ([], ["--bf-tolerance", "0.2"]):
+        out = tmp_path / f"m{len(extra)}.json"
+        assert main(base + extra + ["--out", str(out)]) == 0
+        scores.append(json.loads(out.read_text())["bf"])
+    assert scores[1] > scores[0]  # a wider match distance can only match more boundary pixels

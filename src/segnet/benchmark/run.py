@@ -3,7 +3,8 @@ paper's Table 6 (parameters, model size, forward/backward time, inference/traini
 
 Per model and implementation (``reference`` = :mod:`.reference`, ``ours`` = the registered model,
 made inference-ready by :func:`segnet.optimize_for_inference` for the inference columns and in
-train mode, channels_last, for the training columns):
+train mode, in the memory layout ``segnet train`` uses (``TrainConfig.channels_last``), for the
+training columns):
 
 * ``forward_ms`` -- one inference forward of ``batch`` images (median over ``repeats``);
 * ``train_forward_ms`` / ``backward_ms`` -- forward and backward of one training step (cross
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.config import TrainConfig
 from ..engine.runtime import resolve_device, resolve_precision
 from ..errors import SegNetError
 from ..inference import optimize_for_inference
@@ -244,9 +246,10 @@ def benchmark_model(
     images = torch.randn(batch, in_channels, *size, generator=generator).to(device)
     masks = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
 
-    train_model = copy_for_training(model, channels_last=True)
+    train_model = copy_for_training(model, channels_last=TrainConfig.channels_last)  # as `segnet train`
+    layout = torch.channels_last if TrainConfig.channels_last else torch.contiguous_format
     ours = _Runner("ours", optimize_for_inference(model, device=device, compile=compile), train_model,
-                   images.contiguous(memory_format=torch.channels_last), masks, device, precision)  # fmt: skip
+                   images.contiguous(memory_format=layout), masks, device, precision)  # fmt: skip
     runners = [ours]
     if name in REFERENCE_SPECS:
         reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(device)
