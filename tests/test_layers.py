@@ -41,8 +41,11 @@ def test_unpool_places_each_value_at_its_argmax() -> None:
 
 
 @pytest.mark.parametrize("size", [(7, 9), (8, 6)])
-def test_gradients_match_torch(size) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])  # the NCHW and NHWC paths
+def test_gradients_match_torch(size, channels_last) -> None:
     x = torch.randint(0, 3, (2, 3, *size)).float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
     weight = torch.randn(2, 3, *size)
     values, indices = max_pool_2x2(ours)
@@ -66,10 +69,15 @@ def test_autograd_saves_only_uint8_indices() -> None:
     assert saved and all(t.dtype == torch.uint8 for t in saved)
 
 
-def test_deterministic_algorithms_allowed() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_deterministic_algorithms_allowed(channels_last) -> None:
+    x = torch.randn(1, 3, 5, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     torch.use_deterministic_algorithms(True)
     try:
-        values, indices = max_pool_2x2(torch.randn(1, 1, 4, 4))
-        max_unpool_2x2(values, indices, (4, 4))
+        values, indices = max_pool_2x2(x.requires_grad_())
+        max_unpool_2x2(values, indices, (5, 4)).sum().backward()
+        assert x.grad is not None
     finally:
         torch.use_deterministic_algorithms(False)

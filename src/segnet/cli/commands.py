@@ -327,4 +327,86 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY = [add_demo, add_train, add_evaluate, add_bn_stats, add_predict, add_data, add_models]
+# -- export --------------------------------------------------------------------------------
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="ONNX or torch.export (.pt2) file of a checkpoint's model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
+    p.add_argument("--out", required=True, help="model.onnx or model.pt2")
+    p.add_argument("--size", default="360x480", help="input HxW the graph is built for (default 360x480)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="free batch, H and W (H, W multiples of 32; --size must be one)")  # fmt: skip
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip running the file (onnxruntime / torch.export) against PyTorch")  # fmt: skip
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..benchmark.run import parse_size
+    from ..engine.checkpoint import load_model
+    from ..export import compare_exported, compare_onnx, example_images, export_model
+
+    size = parse_size(args.size)
+    model, config, _ = load_model(args.checkpoint)
+    path = export_model(model, args.out, format=args.format, size=size, in_channels=config.in_channels,
+                        dynamic=args.dynamic)  # fmt: skip
+    print(f"{config.name} exported to {path} ({args.format}, "
+          f"{'dynamic N, H, W' if args.dynamic else f'fixed 1x{config.in_channels}x{size[0]}x{size[1]}'})")  # fmt: skip
+    if args.check:
+        compare = compare_onnx if args.format == "onnx" else compare_exported
+        result = compare(path, model, example_images(size, config.in_channels, dynamic=False))
+        print(f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
+              f"max |logit difference| {result['max_abs_diff']:.2e}")  # fmt: skip
+        if result["agreement"] < 0.999:
+            raise SegNetError(f"--out {path}: the exported model disagrees with PyTorch on more than 0.1% of pixels")
+    return 0
+
+
+# -- benchmark -----------------------------------------------------------------------------
+
+
+def add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="speed and memory vs plain PyTorch SegNet (paper Table 6)")
+    p.add_argument("--models", default="segnet,segnet_basic", help="comma-separated registered models")
+    p.add_argument("--checkpoint", help="benchmark this checkpoint's model and weights instead")
+    p.add_argument("--weights", help="shipped weights of each --models entry, e.g. camvid")
+    p.add_argument("--images", nargs="+", metavar="IMAGE",
+                   help="files, folders or globs: measure the optimized-vs-eager agreement on these real images")
+    p.add_argument("--size", default="360x480", help="input HxW (default 360x480)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
+    p.add_argument("--no-training", dest="training", action="store_false", help="inference columns only")
+    p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(run=run_benchmark_command)
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from ..benchmark.run import format_table, parse_size, run_benchmark
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models and not args.checkpoint:
+        raise SegNetError("--models needs at least one model name")
+    images = None
+    if args.images:
+        from ..engine.predict import expand_inputs
+
+        images = expand_inputs(args.images)
+    report = run_benchmark(models, size=parse_size(args.size), batch=args.batch, device=args.device,
+                           repeats=args.repeats, training=args.training, compile=args.compile,
+                           checkpoint=args.checkpoint, weights=args.weights, images=images,
+                           progress=print)  # fmt: skip
+    print(format_table(report))
+    if args.json:
+        _write_json(Path(args.json), report)
+        print(f"figures written to {args.json}")
+    return 0
+
+
+REGISTRY = [
+    add_demo, add_train, add_evaluate, add_bn_stats, add_predict, add_data, add_models,
+    add_export, add_benchmark,
+]  # fmt: skip

@@ -46,7 +46,7 @@ class TrainConfig:
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random scale range
     hflip: bool = False  # the paper trained without augmentation
     precision: str = "auto"
-    channels_last: bool = True  # faster convolutions on CPU (oneDNN) and tensor cores
+    channels_last: bool | None = None  # None: auto (CUDA yes; CPU no: slower backward, see runtime)
     device: str = "auto"
     num_workers: int = 1
     val_every: int = 1

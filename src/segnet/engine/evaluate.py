@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
+from ..inference import InferenceModel, optimize_for_inference
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
 from .runtime import autocast
@@ -33,7 +36,8 @@ def predict_logits(
     samples = max(1, mc_samples)
     probs = None
     for _ in range(samples):
-        with autocast(device, precision):
+        # An optimized model already runs in its precision: no autocast around it.
+        with contextlib.nullcontext() if isinstance(model, InferenceModel) else autocast(device, precision):
             p = model(images).float().softmax(dim=1)
         probs = p if probs is None else probs + p
     return probs / samples
@@ -50,8 +54,13 @@ def evaluate(
     bf_tolerance: float = 0.0075,
     bf_count_predicted_only: bool = False,
     progress: bool = True,
+    optimize: bool = True,
 ) -> dict:
-    """G, C, mIoU, per-class rows, BF and the confusion matrix over ``dataset``; void excluded."""
+    """G, C, mIoU, per-class rows, BF and the confusion matrix over ``dataset``; void excluded.
+
+    ``optimize``: run a copy made by :func:`segnet.optimize_for_inference` (BN folded,
+    channels_last; the same argmax as the eager model on >= 99.5% of pixels, tested).
+    """
     info = dataset.info
     confusion = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
     bf = None
@@ -62,6 +71,8 @@ def evaluate(
         )  # fmt: skip
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
     model.eval()
+    if optimize:
+        model = optimize_for_inference(model, precision=precision, device=device)
     if mc_samples:
         from ..models import set_mc_dropout
 

@@ -14,6 +14,7 @@ from torch import nn
 from ..data.base import normalize
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
 from ..errors import SegNetError
+from ..inference import optimize_for_inference
 from .checkpoint import ModelConfig
 from .evaluate import predict_logits
 
@@ -52,8 +53,11 @@ class Segmenter:
     """A model plus what it needs to turn RGB uint8 images into labels."""
 
     def __init__(
-        self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str = "fp32"
+        self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str = "fp32",
+        optimize: bool = True,
     ) -> None:
+        # optimize: BN folded, channels_last, precision applied once (segnet.optimize_for_inference)
+        model = optimize_for_inference(model, precision=precision, device=device) if optimize else model
         self.model, self.config, self.device, self.precision = model.eval().to(device), config, device, precision
 
     def __call__(self, image: np.ndarray, *, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:

@@ -49,3 +49,14 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_channels_last(setting: bool | None, device: torch.device) -> bool:
+    """Training memory layout; ``None`` (auto) is channels_last on CUDA and NCHW on CPU.
+
+    On the 2-core AVX2 CPU this project is developed on, a SegNet-Basic training step (224x288,
+    batch 2) took 1.84 s in NCHW and 2.16 s in channels_last: oneDNN's channels_last convolution
+    backward was ~1.35x slower there, while the forward gained little. Inference always runs
+    channels_last (``optimize_for_inference``), where it is the faster layout.
+    """
+    return device.type == "cuda" if setting is None else setting

@@ -37,7 +37,7 @@ from ..reports import matplotlib_available, plot_training_curves
 from .checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
-from .runtime import autocast, resolve_device, resolve_precision
+from .runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "images_per_s", "epoch_s",
               "global_accuracy", "class_accuracy", "miou", "bf")  # fmt: skip
@@ -146,6 +146,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     data: AugmentedDataset
     val_set: SegmentationDataset
+    channels_last: bool = False
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"miou": -1.0})
 
@@ -166,7 +167,8 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
     if config.init_weights and state is None:
         warm_start(model, model_config, config.init_weights)
     model.to(device)
-    if config.channels_last:
+    channels_last = resolve_channels_last(config.channels_last, device)
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     weights = resolve_class_weights(config.class_weights, train_set)
     augment = Augment(
@@ -186,7 +188,7 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
         config=config, device=device, precision=precision, model=model, model_config=model_config,
         loss_fn=SegmentationLoss(weights, ignore_index=info.ignore_index).to(device),
         optimizer=optimizer, scheduler=scheduler, data=data, val_set=val_set,
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), channels_last=channels_last,
     )  # fmt: skip
     if state is not None:
         model.load_state_dict(state["state_dict"])
@@ -227,7 +229,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     tic = time.perf_counter()
     loss, speed = train_one_epoch(
         run.model, loader, loss_fn=run.loss_fn, optimizer=run.optimizer, scheduler=run.scheduler,
-        scaler=run.scaler, device=run.device, precision=run.precision, channels_last=config.channels_last,
+        scaler=run.scaler, device=run.device, precision=run.precision, channels_last=run.channels_last,
         max_batches=config.max_batches, desc=f"epoch {epoch + 1}/{config.epochs}",
     )  # fmt: skip
     return {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": loss,

@@ -1,0 +1,118 @@
+"""Export: ONNX (checked in onnxruntime) and torch.export, unpooling included, for every model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import segnet
+from segnet.cli import main
+from segnet.engine.checkpoint import ModelConfig, save_checkpoint
+from segnet.export import compare_exported, compare_onnx, export_model
+from segnet.models import layers
+
+FAST = ["segnet_basic", "segnet"]
+OTHERS = [pytest.param(n, marks=pytest.mark.slow) for n in segnet.list_models() if n not in FAST]
+SIZE = (45, 61)  # odd sides: ceil-mode pools and cropping unpools in the graph
+
+
+def _model(name: str) -> torch.nn.Module:
+    model = segnet.build_model(name, num_classes=5).eval()
+    for m in model.modules():  # non-trivial BN, folded on export
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("name", FAST + OTHERS)
+def test_onnx_matches_pytorch_in_onnxruntime(name: str, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _model(name)
+    path = export_model(model, tmp_path / "model.onnx", format="onnx", size=SIZE)
+    result = compare_onnx(path, model, torch.randn(1, 3, *SIZE))
+    assert result["agreement"] >= 0.999
+    assert result["max_abs_diff"] < 1e-3
+
+
+def test_onnx_graph_has_no_unpool_or_indices(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    path = export_model(_model("segnet_basic"), tmp_path / "m.onnx", format="onnx", size=(32, 32))
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "MaxUnpool" not in ops and "MaxPool" not in ops  # plain Max/Greater/Where/Reshape
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp file left
+
+
+@pytest.mark.parametrize("name", FAST + OTHERS)
+def test_torch_export_round_trip(name: str, tmp_path) -> None:
+    model = _model(name)
+    path = export_model(model, tmp_path / "model.pt2", format="torch-export", size=SIZE)
+    result = compare_exported(path, model, torch.randn(1, 3, *SIZE))
+    assert result["agreement"] >= 0.999 and result["max_abs_diff"] < 1e-3
+
+
+@pytest.mark.slow
+def test_dynamic_onnx_takes_other_sizes(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _model("segnet_basic")
+    path = export_model(model, tmp_path / "m.onnx", format="onnx", size=(64, 96), dynamic=True)
+    for size in [(32, 160), (96, 64)]:
+        assert compare_onnx(path, model, torch.randn(2, 3, *size))["agreement"] >= 0.999
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (45, 60), (1, 5), (1, 1)])
+def test_graph_pooling_equals_eager_pooling(size) -> None:
+    x = torch.randint(0, 3, (2, 4, *size)).float()  # many ties
+    values, indices = layers._pool_forward_graph(x)
+    ref_values, ref_indices = layers._pool_forward_native(x)
+    assert torch.equal(values, ref_values) and torch.equal(indices, ref_indices)
+
+
+def _checkpoint(tmp_path, name: str = "segnet_basic"):
+    config = ModelConfig(name=name, num_classes=3, class_names=("a", "b", "c"),
+                         palette=((0, 0, 0), (1, 1, 1), (2, 2, 2)), ignore_index=255)  # fmt: skip
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, config=config, model=config.build())
+    return path
+
+
+def test_cli_export_onnx_checks_the_file(tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    code = main(["export", "--checkpoint", str(_checkpoint(tmp_path)), "--format", "onnx",
+                 "--out", str(out), "--size", "37x41"])  # fmt: skip
+    assert code == 0 and out.is_file()
+    assert "100.000% of pixels agree" in capsys.readouterr().out
+
+
+def test_cli_export_torch_export(tmp_path) -> None:
+    out = tmp_path / "model.pt2"
+    code = main(["export", "--checkpoint", str(_checkpoint(tmp_path)), "--format", "torch-export",
+                 "--out", str(out), "--size", "32x32", "--dynamic"])  # fmt: skip
+    assert code == 0
+    program = torch.export.load(str(out))
+    assert program.module()(torch.randn(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+
+
+def test_cli_export_bad_inputs(tmp_path, capsys) -> None:
+    ckpt = str(_checkpoint(tmp_path))
+    out = str(tmp_path / "m.onnx")
+    assert main(["export", "--checkpoint", ckpt, "--out", out, "--size", "360x480", "--dynamic"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", ckpt, "--out", out, "--size", "big"]) == 2
+    assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", out]) == 2
+
+
+def test_exporter_failure_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("Dynamic control flow is not supported\nlong trace ...")
+
+    monkeypatch.setattr(torch.export, "export", broken)
+    out = tmp_path / "m.pt2"
+    assert main(["export", "--checkpoint", str(_checkpoint(tmp_path)), "--format", "torch-export",
+                 "--out", str(out), "--size", "32x32"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == "segnet: error: --format torch-export: export failed (RuntimeError: Dynamic control flow is not supported)"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "no" / "m.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err

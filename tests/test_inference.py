@@ -1,0 +1,106 @@
+"""optimize_for_inference: BN folding, channels_last, precision choice; same argmax as eager fp32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import segnet
+from segnet import SegNetError, optimize_for_inference
+from segnet.engine import runtime
+from segnet.inference import InferenceModel, fold_batchnorm
+from segnet.models import set_mc_dropout
+
+HEAVY = {"deconvnet", "fcn8s", "fcn16s", "fcn32s"}  # 130-250M parameters: 15-45 s each on CPU
+ALL_MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in segnet.list_models()]
+
+
+def _with_trained_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics, as after training (fresh BN folds to nearly nothing)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+    return model.eval()
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.argmax(1) == b.argmax(1)).float().mean().item()
+
+
+def test_fold_batchnorm_keeps_outputs_and_removes_bn() -> None:
+    model = _with_trained_bn(segnet.build_model("segnet_basic", num_classes=4))
+    x = torch.randn(2, 3, 37, 45)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_optimized_agrees_with_eager_fp32(name: str) -> None:
+    model = _with_trained_bn(segnet.build_model(name, num_classes=5))
+    x = torch.randn(1, 3, 45, 61)
+    optimized = optimize_for_inference(model)
+    with torch.no_grad():
+        expected = model(x)
+        got = optimized(x)
+    assert isinstance(optimized, InferenceModel) and optimized.precision == "fp32"  # no bf16 on CI CPUs
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert _agreement(got, expected) >= 0.995
+    assert torch.allclose(got, expected, atol=1e-3 * expected.abs().max().item())
+
+
+def test_input_model_is_left_untouched() -> None:
+    model = _with_trained_bn(segnet.build_model("segnet_basic", num_classes=3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimize_for_inference(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch) -> None:
+    model = segnet.build_model("segnet_basic", num_classes=3)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert optimize_for_inference(model).precision == "fp32"
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    optimized = optimize_for_inference(model)
+    assert optimized.precision == "bf16"
+    assert next(optimized.model.parameters()).dtype == torch.bfloat16
+
+
+def test_bf16_runs_and_mostly_agrees() -> None:
+    # Emulated bf16 is slow on CPUs without native support: a tiny input only.
+    model = _with_trained_bn(segnet.build_model("segnet_basic", num_classes=3, input_lrn=True))
+    x = torch.rand(1, 3, 32, 32) * 255  # raw 0-255 input: LRN stays fp32
+    with torch.no_grad():
+        got = optimize_for_inference(model, precision="bf16")(x)
+        expected = model(x)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    assert _agreement(got, expected) >= 0.9
+
+
+def test_fp16_on_cpu_is_refused() -> None:
+    with pytest.raises(SegNetError, match="fp16"):
+        optimize_for_inference(segnet.build_model("segnet_basic", num_classes=3), precision="fp16", device="cpu")
+
+
+def test_mc_dropout_still_samples() -> None:
+    optimized = optimize_for_inference(segnet.build_model("bayesian_segnet_basic", num_classes=3))
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(optimized(x), optimized(x))
+    set_mc_dropout(optimized, True)
+    assert not torch.equal(optimized(x), optimized(x))
+
+
+def test_segnet_keeps_no_pre_pool_maps() -> None:
+    # SegNet's decoder reads only indices: holding each full-size map would double inference memory.
+    model = segnet.build_model("segnet_basic", num_classes=3).eval()
+    with torch.no_grad():
+        _, stages = model.encoder(torch.randn(1, 3, 32, 32))
+    assert all(stage.features is None for stage in stages)
+    assert all(stage.indices.dtype == torch.uint8 for stage in stages)
