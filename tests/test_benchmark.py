@@ -49,6 +49,16 @@ def test_tiny_benchmark_run(tmp_path, capsys) -> None:
     assert result["agreement"] >= 0.995
 
 
+def test_precision_flag_sets_ours_and_leaves_the_reference_fp32(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "--models", "segnet_basic", "--size", "32x32", "--repeats", "1",
+                 "--precision", "bf16", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    assert "optimized (bf16) vs fp32 eager" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["precision"] == "bf16" and result["agreement"] > 0.5
+
+
 def test_model_without_reference_is_benchmarked_alone(capsys) -> None:
     assert main(["benchmark", "--models", "fcn_basic", "--size", "32x32", "--repeats", "1", "--no-training"]) == 0
     rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith("fcn_basic ")]
@@ -65,6 +75,7 @@ def test_model_without_reference_is_benchmarked_alone(capsys) -> None:
         (["--repeats", "0"], "--repeats"),
         (["--models", "segnett"], "segnet_basic"),
         (["--device", "tpu"], "--device"),
+        (["--precision", "fp16"], "--precision fp16 needs a GPU"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(flags, message, capsys) -> None:

@@ -6,9 +6,10 @@ What it does, each step measured on CPU (see ``benchmarks/README.md``):
 * folds every BatchNorm into the convolution before it (``W' = W * g / s``, ``b' = (b - m) * g / s
   + beta`` with ``s = sqrt(var + eps)``): one pass over each feature map less, and no BN buffers;
 * runs in channels_last (NHWC), the layout oneDNN convolutions and the index pooling prefer;
-* picks the precision: ``"auto"`` is bf16 on a CPU with native bf16 (AVX512-BF16/AMX), fp32 on
-  other CPUs (emulated bf16 convolutions are ~100x slower there), fp16 on CUDA. Reduced precision
-  casts the weights once; layers that overflow in fp16 (LRN on 0-255 input) stay fp32;
+* picks the precision: ``"auto"`` is fp16 on CUDA and fp32 on CPU, where bf16 was slower on
+  every CPU measured (``engine/runtime.py``); ``"bf16"`` is there to try on CPUs with AMX.
+  Reduced precision casts the weights once; layers that overflow in fp16 (LRN on 0-255 input)
+  stay fp32;
 * optionally ``compile=True``: ``torch.compile`` (fuses the pooling/unpooling elementwise ops;
   costs a compilation per input size).
 
@@ -103,7 +104,7 @@ def optimize_for_inference(
 ) -> InferenceModel:
     """A copy of ``model`` made for fast inference (BN folded, channels_last, precision).
 
-    ``precision``: ``"auto"`` (bf16 on a CPU with native bf16, fp32 on other CPUs, fp16 on CUDA),
+    ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA),
     ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only). ``device`` defaults to the model's.
     ``compile=True`` wraps the network in ``torch.compile`` (measure first: it pays off only for
     many images of one size). The input model is left untouched.

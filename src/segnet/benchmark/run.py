@@ -260,6 +260,7 @@ def benchmark_model(
     checkpoint: str | None = None,
     weights: str | None = None,
     images: list | None = None,
+    precision: str = "auto",
 ) -> dict:
     """Measures ``name`` (or the checkpoint's model) and, where one exists, its reference.
 
@@ -268,7 +269,7 @@ def benchmark_model(
     """
     name, model, num_classes, in_channels = _load(name, num_classes, checkpoint, weights)
     model = model.to(device)
-    precision = resolve_precision("auto", device)
+    precision = resolve_precision(precision, device)  # ours, inference and training; the reference stays fp32
     generator = torch.Generator().manual_seed(0)
     images_batch = torch.randn(batch, in_channels, *size, generator=generator).to(device)
     masks = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
@@ -276,7 +277,7 @@ def benchmark_model(
     train_layout = resolve_channels_last(TrainConfig.channels_last, device)  # as `segnet train`
     train_model = copy_for_training(model, channels_last=train_layout)
     layout = torch.channels_last if train_layout else torch.contiguous_format
-    ours = _Runner("ours", optimize_for_inference(model, device=device, compile=compile), train_model,
+    ours = _Runner("ours", optimize_for_inference(model, device=device, precision=precision, compile=compile), train_model,
                    images_batch.contiguous(memory_format=layout), masks, device, precision)  # fmt: skip
     runners = [ours]
     if name in REFERENCE_SPECS:
@@ -357,6 +358,7 @@ def run_benchmark(
     checkpoint: str | None = None,
     weights: str | None = None,
     images: list | None = None,
+    precision: str = "auto",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Benchmarks each model; returns ``{"environment": ..., "results": [...]}`` (JSON-ready)."""
@@ -378,7 +380,7 @@ def run_benchmark(
             progress(f"benchmarking {name} at {size[0]}x{size[1]}, batch {batch} ...")
         result = benchmark_model(name, size=size, batch=batch, device=resolved, repeats=repeats,
                                  training=training, compile=compile, checkpoint=checkpoint, weights=weights,
-                                 images=images)  # fmt: skip
+                                 images=images, precision=precision)  # fmt: skip
         result["rows"] = [asdict(row) for row in result["rows"]]
         results.append(result)
     return {"environment": environment(resolved, size, batch, repeats, compile), "results": results}

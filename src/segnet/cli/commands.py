@@ -380,6 +380,9 @@ def add_benchmark(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     p.add_argument("--no-training", dest="training", action="store_false", help="inference columns only")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="ours, inference and training (auto: bf16 on a CPU with native bf16, else fp32; fp16 on CUDA); "
+                        "the reference is always fp32")  # fmt: skip
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(run=run_benchmark_command)
 
@@ -398,7 +401,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     report = run_benchmark(models, size=parse_size(args.size), batch=args.batch, device=args.device,
                            repeats=args.repeats, training=args.training, compile=args.compile,
                            checkpoint=args.checkpoint, weights=args.weights, images=images,
-                           progress=print)  # fmt: skip
+                           precision=args.precision, progress=print)  # fmt: skip
     print(format_table(report))
     if args.json:
         _write_json(Path(args.json), report)

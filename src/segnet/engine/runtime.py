@@ -1,8 +1,11 @@
 """Device and numeric precision: where a model runs and in which dtype.
 
-``precision="auto"`` picks bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX), fp32 on
-other CPUs (emulated bf16 convolutions are ~100x slower there, measured), and fp16 autocast on
-CUDA. All threads are used on CPU (PyTorch's default is the physical core count).
+``precision="auto"`` is fp16 autocast on CUDA and fp32 on CPU. bf16 on CPU is opt-in
+(``--precision bf16``) because it lost on both CPUs we measured: on an AVX2 EPYC (emulated bf16)
+convolutions were ~100x slower than fp32, and on an AVX512-BF16 Xeon without AMX a 3x3 convolution
+was 1.2-2x slower and SegNet inference 0.65-0.82x the fp32 speed (``benchmarks/README.md``).
+CPUs with AMX may differ: ``segnet benchmark --precision bf16`` tells. All threads are used on
+CPU (PyTorch's default is the physical core count).
 """
 
 from __future__ import annotations
@@ -31,13 +34,17 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cpu_has_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
         raise SegNetError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "fp32"  # measured: bf16 was slower on every CPU tried (module docstring)
     if precision == "fp16" and device.type == "cpu":
         raise SegNetError("--precision fp16 needs a GPU; on CPU use bf16 or fp32")
     return precision
@@ -52,11 +59,15 @@ def autocast(device: torch.device, precision: str):
 
 
 def resolve_channels_last(setting: bool | None, device: torch.device) -> bool:
-    """Training memory layout; ``None`` (auto) is channels_last on CUDA and NCHW on CPU.
+    """Training memory layout; ``None`` (auto) is channels_last on CUDA and on AVX-512 CPUs, NCHW
+    on other CPUs.
 
-    On the 2-core AVX2 CPU this project is developed on, a SegNet-Basic training step (224x288,
-    batch 2) took 1.84 s in NCHW and 2.16 s in channels_last: oneDNN's channels_last convolution
-    backward was ~1.35x slower there, while the forward gained little. Inference always runs
-    channels_last (``optimize_for_inference``), where it is the faster layout.
+    Measured on two 2-core CPUs, fp32, SegNet-Basic training step at 224x288: on an AVX2 EPYC
+    (batch 2) 1.84 s in NCHW and 2.16 s in channels_last (oneDNN's channels_last convolution
+    backward was ~1.35x slower there); on an AVX-512 Xeon (batch 4) 2.22 s in channels_last and
+    2.4-3.3 s in NCHW (SegNet at 360x480, batch 1: ~3.1 s against 3.4-5.9 s). Inference always
+    runs channels_last (``optimize_for_inference``).
     """
-    return device.type == "cuda" if setting is None else setting
+    if setting is not None:
+        return setting
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_avx512())
