@@ -27,6 +27,7 @@ import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -386,10 +387,21 @@ def run_benchmark(
     return {"environment": environment(resolved, size, batch, repeats, compile), "results": results}
 
 
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device, size, batch: int, repeats: int, compile: bool) -> dict:
     env = {
         "device": device.type, "size": list(size), "batch": batch, "repeats": repeats, "compile": compile,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
         "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
     }  # fmt: skip
