@@ -278,8 +278,9 @@ def benchmark_model(
     train_layout = resolve_channels_last(TrainConfig.channels_last, device)  # as `segnet train`
     train_model = copy_for_training(model, channels_last=train_layout)
     layout = torch.channels_last if train_layout else torch.contiguous_format
-    ours = _Runner("ours", optimize_for_inference(model, device=device, precision=precision, compile=compile), train_model,
-                   images_batch.contiguous(memory_format=layout), masks, device, precision)  # fmt: skip
+    optimized = optimize_for_inference(model, device=device, precision=precision, compile=compile)
+    ours = _Runner("ours", optimized, train_model, images_batch.contiguous(memory_format=layout), masks, device,
+                   precision)  # fmt: skip
     runners = [ours]
     if name in REFERENCE_SPECS:
         reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(device)
