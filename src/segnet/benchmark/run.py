@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine.config import TrainConfig
-from ..engine.runtime import resolve_channels_last, resolve_device, resolve_precision
+from ..engine.runtime import cpu_has_native_bf16, resolve_channels_last, resolve_device, resolve_precision
 from ..errors import SegNetError
 from ..inference import optimize_for_inference
 from ..models import build_model
@@ -403,7 +403,7 @@ def environment(device: torch.device, size, batch: int, repeats: int, compile: b
     env = {
         "device": device.type, "size": list(size), "batch": batch, "repeats": repeats, "compile": compile,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
-        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
     }  # fmt: skip
     if device.type == "cuda":

@@ -381,8 +381,7 @@ def add_benchmark(sub) -> None:
     p.add_argument("--no-training", dest="training", action="store_false", help="inference columns only")
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="ours, inference and training (auto: bf16 on a CPU with native bf16, else fp32; fp16 on CUDA); "
-                        "the reference is always fp32")  # fmt: skip
+                   help="ours, inference and training (auto: fp32 on CPU, fp16 on CUDA); the reference is always fp32")  # fmt: skip
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(run=run_benchmark_command)
 
