@@ -27,7 +27,11 @@ def _seed() -> None:
 
 
 def write_folder_dataset(
-    root: Path, *, num_classes: int = 3, counts: dict[str, int] | None = None, size: tuple[int, int] = (32, 48)
+    root: Path,
+    *,
+    num_classes: int = 3,
+    counts: dict[str, int] | None = None,
+    size: tuple[int, int] = (32, 48),
 ) -> Path:
     """A tiny folder dataset (ROOT/SPLIT/images, ROOT/SPLIT/masks) of coloured class blocks,
     so a model can learn something in a few steps."""

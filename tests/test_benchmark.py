@@ -27,7 +27,9 @@ def test_reference_loads_our_weights_and_agrees(name: str) -> None:
 
 def test_indices_in_training_are_8x_smaller() -> None:
     ours = copy_for_training(segnet.build_model("segnet_basic", num_classes=3), channels_last=True)
-    reference = copy_for_training(reference_model("segnet_basic", num_classes=3), channels_last=False)
+    reference = copy_for_training(
+        reference_model("segnet_basic", num_classes=3), channels_last=False
+    )
     x = torch.randn(1, 3, 64, 64)
     assert saved_indices_mb(reference, x) >= 8 * saved_indices_mb(ours, x) > 0
 
@@ -60,8 +62,26 @@ def test_precision_flag_sets_ours_and_leaves_the_reference_fp32(tmp_path, capsys
 
 
 def test_model_without_reference_is_benchmarked_alone(capsys) -> None:
-    assert main(["benchmark", "--models", "fcn_basic", "--size", "32x32", "--repeats", "1", "--no-training"]) == 0
-    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines() if line.startswith("fcn_basic ")]
+    assert (
+        main(
+            [
+                "benchmark",
+                "--models",
+                "fcn_basic",
+                "--size",
+                "32x32",
+                "--repeats",
+                "1",
+                "--no-training",
+            ]
+        )
+        == 0
+    )
+    rows = [
+        line.split()[:2]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("fcn_basic ")
+    ]
     assert rows == [["fcn_basic", "ours"]]
 
 

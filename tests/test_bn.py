@@ -34,14 +34,18 @@ def _briefly_trained(name: str, dataset) -> nn.Module:
 
 
 @torch.no_grad()
-def _direct_moments(model: nn.Module, dataset, batches: list[list[int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _direct_moments(
+    model: nn.Module, dataset, batches: list[list[int]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Mean and unbiased variance of each BN layer's inputs, gathered by hooks, in float64."""
     model = copy.deepcopy(model).eval()
     layers = bn_layers(model)
     for bn in layers:
         bn.train()  # normalise with batch statistics, as during training; dropout stays off
     seen: dict[nn.Module, list[torch.Tensor]] = {bn: [] for bn in layers}
-    hooks = [bn.register_forward_pre_hook(lambda m, x: seen[m].append(x[0].double())) for bn in layers]
+    hooks = [
+        bn.register_forward_pre_hook(lambda m, x: seen[m].append(x[0].double())) for bn in layers
+    ]
     for batch in batches:
         model(torch.stack([dataset[i][0] for i in batch]))
     for hook in hooks:
@@ -95,13 +99,24 @@ def _checkpoint(tmp_path, root) -> tuple:
     model = _briefly_trained("segnet_basic", dataset)
     config = ModelConfig.for_dataset("segnet_basic", dataset.info)
     path = tmp_path / "run" / "best.pt"
-    save_checkpoint(path, config=config, model=model, epoch=3, metrics={"miou": 0.1}, optimizer={"x": 1})
+    save_checkpoint(
+        path, config=config, model=model, epoch=3, metrics={"miou": 0.1}, optimizer={"x": 1}
+    )
     return path, model, dataset
 
 
 def test_bn_stats_cli_writes_loadable_checkpoint(tmp_path, tiny_folder, capsys) -> None:
     path, model, dataset = _checkpoint(tmp_path, tiny_folder)
-    flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3", "--device", "cpu"]
+    flags = [
+        "--dataset",
+        "folder",
+        "--data",
+        str(tiny_folder),
+        "--num-classes",
+        "3",
+        "--device",
+        "cpu",
+    ]
     assert main(["bn-stats", "--checkpoint", str(path), *flags]) == 0
     out = path.with_name("best_precise_bn.pt")
     assert str(out) in capsys.readouterr().out
@@ -115,7 +130,21 @@ def test_bn_stats_cli_writes_loadable_checkpoint(tmp_path, tiny_folder, capsys) 
     assert "precise_bn" not in read_checkpoint(path)  # the source is left alone
 
     custom = tmp_path / "elsewhere" / "bn.pt"
-    assert main(["bn-stats", "--checkpoint", str(path), *flags, "--out", str(custom), "--max-images", "2"]) == 0
+    assert (
+        main(
+            [
+                "bn-stats",
+                "--checkpoint",
+                str(path),
+                *flags,
+                "--out",
+                str(custom),
+                "--max-images",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert read_checkpoint(custom)["precise_bn"]["images"] == 2
 
 
@@ -124,7 +153,10 @@ def test_evaluate_with_precise_bn(tmp_path, tiny_folder, capsys) -> None:
     flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3",
              "--device", "cpu", "--precision", "fp32"]  # fmt: skip
     metrics = tmp_path / "m.json"
-    assert main(["evaluate", "--checkpoint", str(path), *flags, "--precise-bn", "--out", str(metrics)]) == 0
+    assert (
+        main(["evaluate", "--checkpoint", str(path), *flags, "--precise-bn", "--out", str(metrics)])
+        == 0
+    )
     assert "precise BN: 8 BN layers recomputed over 4 training images" in capsys.readouterr().out
     assert '"precise_bn": true' in metrics.read_text()
     assert "precise_bn" not in read_checkpoint(path)  # evaluate never writes the checkpoint

@@ -11,8 +11,8 @@ from PIL import Image
 
 import segnet
 from segnet.cli import main
-from segnet.data.folder import default_palette
 from segnet.data.base import DatasetInfo
+from segnet.data.folder import default_palette
 from segnet.engine.checkpoint import ModelConfig, save_checkpoint
 
 
@@ -51,8 +51,14 @@ def test_predict_writes_three_files_per_input(checkpoint, tiny_folder, tmp_path)
 
 def test_predict_glob(checkpoint, tiny_folder, tmp_path) -> None:
     pattern = str(tiny_folder / "train" / "images" / "train_[01].png")
-    assert main(["predict", "--checkpoint", str(checkpoint), pattern, "--out", str(tmp_path / "p")]) == 0
-    assert sorted(p.name for p in (tmp_path / "p").glob("*_color.png")) == ["train_0_color.png", "train_1_color.png"]
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), pattern, "--out", str(tmp_path / "p")])
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "p").glob("*_color.png")) == [
+        "train_0_color.png",
+        "train_1_color.png",
+    ]
 
 
 def test_evaluate_writes_metrics_json(checkpoint, tiny_folder, tmp_path, capsys) -> None:
@@ -78,7 +84,11 @@ def test_data_stats(tiny_folder, tmp_path) -> None:
 def test_corrupt_image(checkpoint, tmp_path, capsys) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    _fails(capsys, ["predict", "--checkpoint", str(checkpoint), str(bad), "--out", str(tmp_path / "o")], "bad.png")
+    _fails(
+        capsys,
+        ["predict", "--checkpoint", str(checkpoint), str(bad), "--out", str(tmp_path / "o")],
+        "bad.png",
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -86,7 +96,18 @@ def test_half_bad_input_writes_nothing(checkpoint, tiny_folder, tmp_path, capsys
     bad = tmp_path / "zz.png"
     bad.write_bytes(b"\x89PNG truncated")
     good = tiny_folder / "val" / "images" / "val_0.png"
-    _fails(capsys, ["predict", "--checkpoint", str(checkpoint), str(good), str(bad), "--out", str(tmp_path / "o")])
+    _fails(
+        capsys,
+        [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            str(good),
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -112,7 +133,9 @@ def test_empty_folder(checkpoint, tmp_path, capsys) -> None:
 
 def test_missing_list_entry(tmp_path, capsys) -> None:
     (tmp_path / "train").mkdir()
-    (tmp_path / "train.txt").write_text("/SegNet/CamVid/train/x.png /SegNet/CamVid/trainannot/x.png\n")
+    (tmp_path / "train.txt").write_text(
+        "/SegNet/CamVid/train/x.png /SegNet/CamVid/trainannot/x.png\n"
+    )
     _fails(capsys, ["data", "stats", "--data", str(tmp_path)], "train.txt:1", "does not exist")
 
 
@@ -126,14 +149,17 @@ def test_checkpoint_of_other_class_count(checkpoint, tmp_path, capsys) -> None:
 
 
 def test_checkpoint_of_other_model(checkpoint, capsys, tmp_path) -> None:
-    from segnet.pretrained import load_pretrained_with_config  # noqa: F401  (import path check)
     from segnet.engine.checkpoint import load_model
+    from segnet.engine.weights import load_pretrained_with_config  # noqa: F401  (import path check)
 
     with pytest.raises(segnet.SegNetError, match="not 'segnet'"):
         load_model(checkpoint, expect_model="segnet")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00" * 10)
-    _fails(capsys, ["predict", "--checkpoint", str(garbage), str(garbage), "--out", str(tmp_path / "o")])
+    _fails(
+        capsys,
+        ["predict", "--checkpoint", str(garbage), str(garbage), "--out", str(tmp_path / "o")],
+    )
 
 
 def test_unknown_model(tiny_folder, tmp_path, capsys) -> None:
@@ -150,7 +176,9 @@ def test_unknown_config_key(tmp_path, capsys) -> None:
 
 def test_mc_samples_must_be_positive(checkpoint, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict", "--checkpoint", str(checkpoint), "x.png", "--out", "o", "--mc-samples", "0"])
+        main(
+            ["predict", "--checkpoint", str(checkpoint), "x.png", "--out", "o", "--mc-samples", "0"]
+        )
     assert exit_info.value.code == 2
     assert "--mc-samples must be >= 1" in capsys.readouterr().err
 
@@ -161,9 +189,25 @@ def test_bayesian_mc_prediction_writes_uncertainty(tmp_path, tiny_folder) -> Non
     ckpt = tmp_path / "bayes.pt"
     save_checkpoint(ckpt, config=config, model=config.build())
     image = tiny_folder / "val" / "images" / "val_0.png"
-    assert main(["predict", "--checkpoint", str(ckpt), str(image), "--out", str(tmp_path / "o"), "--mc-samples", "3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                str(image),
+                "--out",
+                str(tmp_path / "o"),
+                "--mc-samples",
+                "3",
+            ]
+        )
+        == 0
+    )
     uncertainty = np.load(tmp_path / "o" / "val_0_uncertainty.npy")
-    assert uncertainty.shape == (32, 48) and uncertainty.dtype == np.float32 and uncertainty.max() > 0
+    assert (
+        uncertainty.shape == (32, 48) and uncertainty.dtype == np.float32 and uncertainty.max() > 0
+    )
     assert (tmp_path / "o" / "val_0_uncertainty.png").is_file()
 
 

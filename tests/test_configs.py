@@ -32,12 +32,16 @@ def test_config_loads_and_names_a_registered_model(path: Path) -> None:
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(CONFIGS)) for p in FILES])
 def test_imagenet_encoder_only_where_one_fits(path: Path) -> None:
-    pretrained = pytest.importorskip("segnet.models.pretrained")
+    pretrained = pytest.importorskip("segnet.models.imagenet")
     values = yaml.safe_load(path.read_text())
     if values.get("encoder_weights") == "imagenet":
-        assert values["model"] in pretrained.ENCODER_WEIGHTS, f"{path}: no ImageNet encoder for {values['model']}"
+        assert values["model"] in pretrained.ENCODER_WEIGHTS, (
+            f"{path}: no ImageNet encoder for {values['model']}"
+        )
     elif values["model"] in pretrained.ENCODER_WEIGHTS:
-        pytest.fail(f"{path}: {values['model']} has an ImageNet encoder; set encoder_weights: imagenet")
+        pytest.fail(
+            f"{path}: {values['model']} has an ImageNet encoder; set encoder_weights: imagenet"
+        )
 
 
 def test_every_paper_experiment_has_a_config() -> None:
@@ -54,7 +58,9 @@ def test_unknown_keys_are_rejected(tmp_path) -> None:
         TrainConfig.from_sources(config_file=str(path), overrides={})
 
 
-@pytest.mark.parametrize("path", sorted((CONFIGS / "camvid" / "table1").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((CONFIGS / "camvid" / "table1").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_table1_file_names_match_their_contents(path: Path) -> None:
     values = yaml.safe_load(path.read_text())
     assert path.stem == f"{values['model']}_{values['class_weights']}"
@@ -62,7 +68,9 @@ def test_table1_file_names_match_their_contents(path: Path) -> None:
 
 
 @pytest.mark.parametrize("with_matplotlib", [True, False], ids=["plots", "no-matplotlib"])
-def test_train_from_config_end_to_end(tmp_path, tiny_folder, monkeypatch, capsys, with_matplotlib) -> None:
+def test_train_from_config_end_to_end(
+    tmp_path, tiny_folder, monkeypatch, capsys, with_matplotlib
+) -> None:
     if with_matplotlib:
         pytest.importorskip("matplotlib")
     else:
@@ -78,7 +86,9 @@ def test_train_from_config_end_to_end(tmp_path, tiny_folder, monkeypatch, capsys
     for name in ("last.pt", "best.pt", "log.csv", "config.yaml"):
         assert (out / name).is_file(), name
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["model"] == "segnet_basic" and saved["batch_size"] == 12 and saved["lr"] == 0.1  # from the file
+    assert (
+        saved["model"] == "segnet_basic" and saved["batch_size"] == 12 and saved["lr"] == 0.1
+    )  # from the file
     assert saved["dataset"] == "folder" and saved["epochs"] == 1  # flags win
     model, config, payload = load_model(out / "best.pt")
     assert config.num_classes == 3 and payload["epoch"] == 1

@@ -62,7 +62,9 @@ def test_folder_dataset_and_colour_masks(tmp_path) -> None:
     labels = np.array([[0, 1], [1, 0]])
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(root / "images" / "x.jpg")
     Image.fromarray(colors[labels]).save(root / "masks" / "x.png")
-    (root / "classes.json").write_text('{"names": ["red", "green"], "palette": [[255,0,0],[0,255,0]]}')
+    (root / "classes.json").write_text(
+        '{"names": ["red", "green"], "palette": [[255,0,0],[0,255,0]]}'
+    )
     data = open_dataset("folder", root=root, split="train")
     assert data.info.class_names == ("red", "green")
     assert data.load(0)[1].tolist() == labels.tolist()
@@ -119,8 +121,13 @@ def test_class_counts_exclude_void(tmp_path) -> None:
     class_pixels, image_pixels = class_pixel_counts(data)
     assert class_pixels.tolist() == [6, 1] and image_pixels.tolist() == [7, 3]
     assert resolve_class_weights("none", data) is None
-    assert torch.allclose(resolve_class_weights("median", data), torch.tensor([(6 / 7 + 1 / 3) / 2 / (6 / 7), (6 / 7 + 1 / 3) / 2 / (1 / 3)]))
-    assert torch.allclose(resolve_class_weights("median_sqrt", data), resolve_class_weights("median", data).sqrt())
+    assert torch.allclose(
+        resolve_class_weights("median", data),
+        torch.tensor([(6 / 7 + 1 / 3) / 2 / (6 / 7), (6 / 7 + 1 / 3) / 2 / (1 / 3)]),
+    )
+    assert torch.allclose(
+        resolve_class_weights("median_sqrt", data), resolve_class_weights("median", data).sqrt()
+    )
     (tmp_path / "w.json").write_text("[1, 2, 3]")
     with pytest.raises(SegNetError, match="expected 2 non-negative weights"):
         resolve_class_weights(str(tmp_path / "w.json"), data)

@@ -8,7 +8,7 @@ import torch
 import segnet
 from segnet.cli import main
 from segnet.engine.checkpoint import ModelConfig, save_checkpoint
-from segnet.export import compare_exported, compare_onnx, export_model
+from segnet.deploy.export import compare_exported, compare_onnx, export_model
 from segnet.models import layers
 
 FAST = ["segnet_basic", "segnet"]
@@ -97,7 +97,9 @@ def test_cli_export_torch_export(tmp_path) -> None:
 def test_cli_export_bad_inputs(tmp_path, capsys) -> None:
     ckpt = str(_checkpoint(tmp_path))
     out = str(tmp_path / "m.onnx")
-    assert main(["export", "--checkpoint", ckpt, "--out", out, "--size", "360x480", "--dynamic"]) == 2
+    assert (
+        main(["export", "--checkpoint", ckpt, "--out", out, "--size", "360x480", "--dynamic"]) == 2
+    )
     assert "multiples of 32" in capsys.readouterr().err
     assert main(["export", "--checkpoint", ckpt, "--out", out, "--size", "big"]) == 2
     assert main(["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", out]) == 2
@@ -112,7 +114,21 @@ def test_exporter_failure_is_one_line_and_writes_nothing(tmp_path, capsys, monke
     assert main(["export", "--checkpoint", str(_checkpoint(tmp_path)), "--format", "torch-export",
                  "--out", str(out), "--size", "32x32"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert err == "segnet: error: --format torch-export: export failed (RuntimeError: Dynamic control flow is not supported)"
+    assert (
+        err
+        == "segnet: error: --format torch-export: export failed (RuntimeError: Dynamic control flow is not supported)"
+    )
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
-    assert main(["export", "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "no" / "m.onnx")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp_path / "ckpt.pt"),
+                "--out",
+                str(tmp_path / "no" / "m.onnx"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err

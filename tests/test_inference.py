@@ -8,12 +8,14 @@ from torch import nn
 
 import segnet
 from segnet import SegNetError, optimize_for_inference
-from segnet.engine import runtime
-from segnet.inference import InferenceModel, fold_batchnorm
+from segnet.deploy import runtime
+from segnet.deploy.optimize import InferenceModel, fold_batchnorm
 from segnet.models import set_mc_dropout
 
 HEAVY = {"deconvnet", "fcn8s", "fcn16s", "fcn32s"}  # 130-250M parameters: 15-45 s each on CPU
-ALL_MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in segnet.list_models()]
+ALL_MODELS = [
+    pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in segnet.list_models()
+]
 
 
 def _with_trained_bn(model: nn.Module) -> nn.Module:
@@ -49,7 +51,9 @@ def test_optimized_agrees_with_eager_fp32(name: str) -> None:
     with torch.no_grad():
         expected = model(x)
         got = optimized(x)
-    assert isinstance(optimized, InferenceModel) and optimized.precision == "fp32"  # no bf16 on CI CPUs
+    assert (
+        isinstance(optimized, InferenceModel) and optimized.precision == "fp32"
+    )  # no bf16 on CI CPUs
     assert got.dtype == torch.float32 and got.shape == expected.shape
     assert _agreement(got, expected) >= 0.995
     assert torch.allclose(got, expected, atol=1e-3 * expected.abs().max().item())
@@ -78,7 +82,9 @@ def test_auto_precision_is_fp32_on_any_cpu_and_bf16_is_opt_in(monkeypatch) -> No
 def test_auto_training_layout_follows_the_cpu(monkeypatch, avx512: bool, expected: bool) -> None:
     monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: avx512)
     assert runtime.resolve_channels_last(None, torch.device("cpu")) is expected
-    assert runtime.resolve_channels_last(not expected, torch.device("cpu")) is (not expected)  # explicit wins
+    assert runtime.resolve_channels_last(not expected, torch.device("cpu")) is (
+        not expected
+    )  # explicit wins
 
 
 def test_bf16_runs_and_mostly_agrees() -> None:
@@ -94,7 +100,9 @@ def test_bf16_runs_and_mostly_agrees() -> None:
 
 def test_fp16_on_cpu_is_refused() -> None:
     with pytest.raises(SegNetError, match="fp16"):
-        optimize_for_inference(segnet.build_model("segnet_basic", num_classes=3), precision="fp16", device="cpu")
+        optimize_for_inference(
+            segnet.build_model("segnet_basic", num_classes=3), precision="fp16", device="cpu"
+        )
 
 
 def test_mc_dropout_still_samples() -> None:

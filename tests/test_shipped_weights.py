@@ -12,7 +12,7 @@ from segnet.cli import main
 from segnet.data import CamVid
 from segnet.engine.evaluate import predict_logits
 from segnet.metrics.confusion import ConfusionMatrix
-from segnet.pretrained import available_weights, load_pretrained_with_config
+from segnet.engine.weights import available_weights, load_pretrained_with_config
 
 # Measured on the first 12 CamVid val images when the weights were packed (docs/results.md);
 # the floor leaves room for numeric differences across CPUs, not for a broken model.
@@ -31,8 +31,24 @@ def test_shipped_camvid_weights_load_and_run() -> None:
 
 def test_predict_with_shipped_weights(tmp_path) -> None:
     image = tmp_path / "street.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(image)
-    assert main(["predict", "--model", "segnet_basic", "--weights", "camvid", str(image), "--out", str(tmp_path / "o")]) == 0
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(
+        image
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "segnet_basic",
+                "--weights",
+                "camvid",
+                str(image),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(tmp_path / "o" / "street.png")).shape == (40, 56)
 
 

@@ -32,7 +32,9 @@ def fake_sunrgbd(root: Path, *, label_dtype=np.uint8) -> Path:
             image = np.random.default_rng(i).integers(0, 256, (*shape, 3), dtype=np.uint8)
             suffix = ".jpg" if i == 0 else ".png"  # the usual release has JPEG images
             Image.fromarray(image).save(root / split / "image" / f"{name}{suffix}")
-            Image.fromarray(_raw_labels(shape, i).astype(label_dtype)).save(root / split / "label" / f"{name}.png")
+            Image.fromarray(_raw_labels(shape, i).astype(label_dtype)).save(
+                root / split / "label" / f"{name}.png"
+            )
     return root
 
 
@@ -43,7 +45,11 @@ def test_folder_layout_and_label_shift(tmp_path) -> None:
     assert dataset.names == ["img-000000", "img-000001"]
     info = dataset.info
     assert info.num_classes == 37 and info.ignore_index == 255 and len(info.palette) == 37
-    assert info.class_names[0] == "wall" and info.class_names[-1] == "bag" and info.class_names == SUNRGBD_CLASSES
+    assert (
+        info.class_names[0] == "wall"
+        and info.class_names[-1] == "bag"
+        and info.class_names == SUNRGBD_CLASSES
+    )
     for index, shape in enumerate(SIZES["train"]):
         image, mask = dataset.load(index)
         raw = _raw_labels(shape, index)
@@ -91,7 +97,9 @@ def test_errors(tmp_path) -> None:
         SUNRGBD(tmp_path / "missing", split="train")
     with pytest.raises(SegNetError, match="--split"):
         SUNRGBD(root, split="extra")
-    Image.fromarray(np.full((24, 32), 40, np.uint8)).save(root / "test" / "label" / "img-000000.png")
+    Image.fromarray(np.full((24, 32), 40, np.uint8)).save(
+        root / "test" / "label" / "img-000000.png"
+    )
     with pytest.raises(SegNetError, match=r"raw label values \[40\] outside 0..37"):
         SUNRGBD(root, split="test").load(0)
     (root / "train" / "label" / "img-000001.png").unlink()
@@ -103,7 +111,9 @@ def test_errors(tmp_path) -> None:
 
 def test_registered_in_config_and_cli(tmp_path) -> None:
     assert TrainConfig(dataset="sunrgbd", data=str(tmp_path)).dataset == "sunrgbd"
-    args = build_parser().parse_args(["evaluate", "--checkpoint", "x.pt", "--dataset", "sunrgbd", "--data", "d"])
+    args = build_parser().parse_args(
+        ["evaluate", "--checkpoint", "x.pt", "--dataset", "sunrgbd", "--data", "d"]
+    )
     assert args.dataset == "sunrgbd"
     with pytest.raises(SegNetError, match="sunrgbd"):
         open_dataset("nyu", root=tmp_path, split="train")

@@ -8,12 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import write_folder_dataset
 from segnet import SegNetError
 from segnet.engine.checkpoint import load_model, read_checkpoint
 from segnet.engine.config import TrainConfig, default_lr
 from segnet.engine.train import SegmentationLoss, fit
-
-from conftest import write_folder_dataset
 
 
 def test_loss_is_normalised_by_non_void_pixels() -> None:
@@ -45,8 +44,18 @@ def test_config_errors_name_the_flag() -> None:
 
 def _config(tiny_folder, out, **extra) -> TrainConfig:
     values = dict(
-        model="segnet_basic", dataset="folder", data=str(tiny_folder), num_classes=3, out=str(out),
-        epochs=2, batch_size=2, lr=0.01, num_workers=0, crop=[32, 32], hflip=True, precision="fp32",
+        model="segnet_basic",
+        dataset="folder",
+        data=str(tiny_folder),
+        num_classes=3,
+        out=str(out),
+        epochs=2,
+        batch_size=2,
+        lr=0.01,
+        num_workers=0,
+        crop=[32, 32],
+        hflip=True,
+        precision="fp32",
     )
     values.update(extra)
     return TrainConfig(**values)
@@ -79,8 +88,17 @@ def test_resume_continues_exactly(tiny_folder, tmp_path) -> None:
 def test_training_learns(tmp_path) -> None:
     """Coloured class blocks: a few dozen steps must beat chance (mIoU ~0.2) clearly."""
     data = write_folder_dataset(tmp_path / "data", counts={"train": 12, "val": 2})
-    cfg = _config(data, tmp_path / "run", epochs=6, batch_size=4, optimizer="adamw", lr=0.003,
-                  class_weights="none", hflip=False, crop=None)
+    cfg = _config(
+        data,
+        tmp_path / "run",
+        epochs=6,
+        batch_size=4,
+        optimizer="adamw",
+        lr=0.003,
+        class_weights="none",
+        hflip=False,
+        crop=None,
+    )
     result = fit(cfg, progress=False)
     losses = [float(r["train_loss"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
     assert losses[-1] < 0.8 * losses[0]
@@ -91,19 +109,31 @@ def test_init_weights_warm_starts_from_a_checkpoint(tiny_folder, tmp_path) -> No
     fit(_config(tiny_folder, tmp_path / "stage1", epochs=1), progress=False)
     stage1 = read_checkpoint(tmp_path / "stage1" / "last.pt")["state_dict"]
     # max_batches=1 with lr ~0 (warm-up): the weights must start where stage 1 ended, not at init
-    cfg = _config(tiny_folder, tmp_path / "stage2", epochs=1, lr=1e-12, max_batches=1, optimizer="adamw",
-                  init_weights=str(tmp_path / "stage1" / "last.pt"))
+    cfg = _config(
+        tiny_folder,
+        tmp_path / "stage2",
+        epochs=1,
+        lr=1e-12,
+        max_batches=1,
+        optimizer="adamw",
+        init_weights=str(tmp_path / "stage1" / "last.pt"),
+    )
     fit(cfg, progress=False)
     stage2 = read_checkpoint(tmp_path / "stage2" / "last.pt")
     conv = next(k for k in stage1 if k.endswith("weight") and stage1[k].dim() == 4)
     assert torch.allclose(stage2["state_dict"][conv], stage1[conv], atol=1e-6)
-    assert {float(s["step"]) for s in stage2["optimizer"]["state"].values()} == {1.0}  # a fresh optimizer
+    assert {float(s["step"]) for s in stage2["optimizer"]["state"].values()} == {
+        1.0
+    }  # a fresh optimizer
     assert stage2["train_config"]["init_weights"].endswith("last.pt")
 
 
 def test_init_weights_errors_name_the_flag(tiny_folder, tmp_path) -> None:
     with pytest.raises(SegNetError, match="--init-weights .*missing.pt: file not found"):
-        fit(_config(tiny_folder, tmp_path / "a", init_weights=str(tmp_path / "missing.pt")), progress=False)
+        fit(
+            _config(tiny_folder, tmp_path / "a", init_weights=str(tmp_path / "missing.pt")),
+            progress=False,
+        )
     fit(_config(tiny_folder, tmp_path / "basic", epochs=1, max_batches=1), progress=False)
     with pytest.raises(SegNetError, match="--init-weights .*holds a 'segnet_basic' model"):
         fit(_config(tiny_folder, tmp_path / "b", model="fcn_basic", init_weights=str(tmp_path / "basic" / "last.pt")),

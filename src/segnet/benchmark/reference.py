@@ -25,14 +25,19 @@ REFERENCE_SPECS: dict[str, SegNetSpec] = {
 }
 
 
-def _blocks(in_channels: int, widths_per_block, kernel_size: int, relu: bool) -> tuple[nn.ModuleList, int]:
+def _blocks(
+    in_channels: int, widths_per_block, kernel_size: int, relu: bool
+) -> tuple[nn.ModuleList, int]:
     blocks = nn.ModuleList()
     channels = in_channels
     for widths in widths_per_block:
         layers = []
         for width in widths:
             # nn.Sequential(conv, bn[, relu]) keeps the parameter names of segnet's ConvBNReLU.
-            unit = [nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2), nn.BatchNorm2d(width)]
+            unit = [
+                nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2),
+                nn.BatchNorm2d(width),
+            ]
             layers.append(nn.Sequential(*unit, *([nn.ReLU(inplace=True)] if relu else [])))
             channels = width
         blocks.append(nn.Sequential(*layers))
@@ -50,11 +55,17 @@ class _Part(nn.Module):
 class ReferenceSegNet(nn.Module):
     """Plain eager SegNet: int64 pooling indices, ``F.max_unpool2d``, separate BN layers."""
 
-    def __init__(self, *, spec: SegNetSpec, num_classes: int, in_channels: int = 3, input_lrn: bool = False) -> None:
+    def __init__(
+        self, *, spec: SegNetSpec, num_classes: int, in_channels: int = 3, input_lrn: bool = False
+    ) -> None:
         super().__init__()
-        self.input_norm = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if input_lrn else nn.Identity()
+        self.input_norm = (
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0) if input_lrn else nn.Identity()
+        )
         encoder, channels = _blocks(in_channels, spec.encoder_blocks, spec.kernel_size, True)
-        decoder, channels = _blocks(channels, spec.decoder_blocks, spec.kernel_size, spec.decoder_relu)
+        decoder, channels = _blocks(
+            channels, spec.decoder_blocks, spec.kernel_size, spec.decoder_relu
+        )
         self.encoder, self.decoder = _Part(encoder), _Part(decoder)
         k = spec.classifier_kernel_size
         self.classifier = nn.Conv2d(channels, num_classes, k, padding=k // 2)
@@ -72,10 +83,14 @@ class ReferenceSegNet(nn.Module):
         return self.classifier(x)  # (N, K, H, W)
 
 
-def reference_model(name: str, *, num_classes: int, in_channels: int = 3, **options: Any) -> ReferenceSegNet:
+def reference_model(
+    name: str, *, num_classes: int, in_channels: int = 3, **options: Any
+) -> ReferenceSegNet:
     """The reference twin of a registered SegNet model; loads that model's ``state_dict``."""
     if name not in REFERENCE_SPECS:
-        raise SegNetError(f"no reference implementation of {name!r}; choose one of: {', '.join(REFERENCE_SPECS)}")
+        raise SegNetError(
+            f"no reference implementation of {name!r}; choose one of: {', '.join(REFERENCE_SPECS)}"
+        )
     return ReferenceSegNet(
         spec=REFERENCE_SPECS[name], num_classes=num_classes, in_channels=in_channels,
         input_lrn=bool(options.get("input_lrn", False)),

@@ -26,18 +26,23 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..deploy.optimize import optimize_for_inference
+from ..deploy.runtime import (
+    cpu_has_native_bf16,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 from ..engine.config import TrainConfig
-from ..engine.runtime import cpu_has_native_bf16, resolve_channels_last, resolve_device, resolve_precision
 from ..errors import SegNetError
-from ..inference import optimize_for_inference
 from ..models import build_model
 from .reference import REFERENCE_SPECS, reference_model
 
@@ -66,7 +71,11 @@ class Measurement:
 def parse_size(text: str) -> tuple[int, int]:
     """``"360x480"`` -> (360, 480); anything else is a :class:`SegNetError` naming ``--size``."""
     parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(int(p) for p in parts) < 1:
+    if (
+        len(parts) != 2
+        or not all(p.strip().isdigit() for p in parts)
+        or min(int(p) for p in parts) < 1
+    ):
         raise SegNetError(f"--size must be HxW with positive integers, e.g. 360x480; got {text!r}")
     return int(parts[0]), int(parts[1])
 
@@ -86,7 +95,7 @@ class PeakMemory:
     def __init__(self, device: torch.device) -> None:
         self.device, self.mb = device, None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -173,7 +182,9 @@ def _timed(fn: Callable[[], object], device: torch.device) -> float:
 class _Runner:
     """The inference and training closures of one implementation, with their measurements."""
 
-    def __init__(self, name: str, infer: nn.Module, train: nn.Module, images, masks, device, precision) -> None:
+    def __init__(
+        self, name: str, infer: nn.Module, train: nn.Module, images, masks, device, precision
+    ) -> None:
         self.name, self.infer, self.train, self.device = name, infer, train, device
         self.images, self.masks, self.precision = images, masks, precision
         self.times: dict[str, list[float]] = {"forward": [], "train_forward": [], "backward": []}
@@ -205,11 +216,13 @@ class _Runner:
                 self.memory["training"].append(peak.mb)
         else:
             self.times["train_forward"].append(_timed(forward, self.device))
-            self.times["backward"].append(_timed(lambda: holder.pop("loss").backward(), self.device))
+            self.times["backward"].append(
+                _timed(lambda: holder.pop("loss").backward(), self.device)
+            )
 
 
 def _autocast(device: torch.device, precision: str):
-    from ..engine.runtime import autocast
+    from ..deploy.runtime import autocast
 
     return autocast(device, precision)
 
@@ -217,7 +230,9 @@ def _autocast(device: torch.device, precision: str):
 # -- one model -----------------------------------------------------------------------------
 
 
-def _load(name: str, num_classes: int, checkpoint: str | None, weights: str | None) -> tuple[str, nn.Module, int, int]:
+def _load(
+    name: str, num_classes: int, checkpoint: str | None, weights: str | None
+) -> tuple[str, nn.Module, int, int]:
     """(name, eval-mode model, num_classes, in_channels): a fresh model, a checkpoint's or shipped weights."""
     if checkpoint is not None:
         from ..engine.checkpoint import load_model
@@ -225,14 +240,16 @@ def _load(name: str, num_classes: int, checkpoint: str | None, weights: str | No
         model, config, _ = load_model(checkpoint)
         return config.name, model, config.num_classes, config.in_channels
     if weights is not None:
-        from ..pretrained import load_pretrained_with_config
+        from ..engine.weights import load_pretrained_with_config
 
         model, config = load_pretrained_with_config(name, weights)
         return name, model, config.num_classes, config.in_channels
     return name, build_model(name, num_classes=num_classes).eval(), num_classes, 3
 
 
-def image_agreement(model: nn.Module, optimized: nn.Module, paths: list, device: torch.device) -> float:
+def image_agreement(
+    model: nn.Module, optimized: nn.Module, paths: list, device: torch.device
+) -> float:
     """Fraction of pixels of real images given the same class by ``optimized`` as by the eager
     fp32 ``model`` (ImageNet-normalised RGB, each image at its own size)."""
     from ..data.base import normalize
@@ -241,7 +258,9 @@ def image_agreement(model: nn.Module, optimized: nn.Module, paths: list, device:
     same = total = 0
     with torch.no_grad():
         for path in paths:
-            x = normalize(torch.from_numpy(read_image(path).copy())).unsqueeze(0).to(device)  # (1, 3, H, W)
+            x = (
+                normalize(torch.from_numpy(read_image(path).copy())).unsqueeze(0).to(device)
+            )  # (1, 3, H, W)
             eager = model.float().eval()(x).argmax(1)
             same += (optimized(x).argmax(1) == eager).sum().item()
             total += eager.numel()
@@ -270,7 +289,9 @@ def benchmark_model(
     """
     name, model, num_classes, in_channels = _load(name, num_classes, checkpoint, weights)
     model = model.to(device)
-    precision = resolve_precision(precision, device)  # ours, inference and training; the reference stays fp32
+    precision = resolve_precision(
+        precision, device
+    )  # ours, inference and training; the reference stays fp32
     generator = torch.Generator().manual_seed(0)
     images_batch = torch.randn(batch, in_channels, *size, generator=generator).to(device)
     masks = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
@@ -283,7 +304,9 @@ def benchmark_model(
                    precision)  # fmt: skip
     runners = [ours]
     if name in REFERENCE_SPECS:
-        reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(device)
+        reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(
+            device
+        )
         reference.load_state_dict(model.state_dict())
         runners.insert(0, _Runner("reference", reference.eval(), copy_for_training(reference, channels_last=False),
                                   images_batch, masks, device, "fp32"))  # fmt: skip
@@ -438,12 +461,19 @@ def format_table(report: dict) -> str:
         for impl in IMPLEMENTATIONS:
             if impl in rows:
                 row = rows[impl]
-                table.append([result["model"], impl] + [_cell(fmt, row[key]) for key, _, fmt in _COLUMNS])
+                table.append(
+                    [result["model"], impl] + [_cell(fmt, row[key]) for key, _, fmt in _COLUMNS]
+                )
         if "reference" in rows:
             table.append([result["model"], "gain"] + [_gain(key, rows) for key, _, _ in _COLUMNS])
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in table]
-    lines.append("gain = how many times better ours is (time, memory: reference / ours; img/s: ours / reference)")
+    lines += [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in table
+    ]
+    lines.append(
+        "gain = how many times better ours is (time, memory: reference / ours; img/s: ours / reference)"
+    )
     for result in report["results"]:
         lines.append(f"{result['model']}: optimized ({result['precision']}) vs fp32 eager: "
                      f"{100 * result['agreement']:.3f}% of pixels with the same class "

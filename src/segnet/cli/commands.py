@@ -7,8 +7,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from ..data.io import atomic_write
 from ..errors import SegNetError
+from ..files import atomic_write
 
 
 def _positive_int(flag: str):
@@ -29,9 +29,15 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _add_data_flags(p: argparse.ArgumentParser, *, default_dataset: str | None = "camvid") -> None:
-    p.add_argument("--dataset", default=default_dataset, choices=("camvid", "sunrgbd", "folder", "synthetic"))
+    p.add_argument(
+        "--dataset", default=default_dataset, choices=("camvid", "sunrgbd", "folder", "synthetic")
+    )
     p.add_argument("--data", help="dataset root (CamVid layout, or images/ + masks/ folders)")
-    p.add_argument("--num-classes", type=_positive_int("--num-classes"), help="folder data without classes.json")
+    p.add_argument(
+        "--num-classes",
+        type=_positive_int("--num-classes"),
+        help="folder data without classes.json",
+    )
     p.add_argument("--palette", help="folder data: classes.json-style file with names and colours")
 
 
@@ -55,16 +61,26 @@ def add_train(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", choices=("sgd", "adamw"))
     p.add_argument("--schedule", choices=("constant", "poly", "cosine"))
-    p.add_argument("--class-weights", help="median (default), median_sqrt, natural, none, or a JSON file")
+    p.add_argument(
+        "--class-weights", help="median (default), median_sqrt, natural, none, or a JSON file"
+    )
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"))
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--encoder-weights", help="imagenet (downloads) or a torchvision-format .pth file")
-    p.add_argument("--init-weights", metavar="CKPT", help="start from a segnet checkpoint's weights (fresh optimizer)")
+    p.add_argument(
+        "--encoder-weights", help="imagenet (downloads) or a torchvision-format .pth file"
+    )
+    p.add_argument(
+        "--init-weights",
+        metavar="CKPT",
+        help="start from a segnet checkpoint's weights (fresh optimizer)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--num-workers", type=int)
     p.add_argument("--val-every", type=_positive_int("--val-every"))
-    p.add_argument("--max-batches", type=_positive_int("--max-batches"), help="cap batches per epoch")
+    p.add_argument(
+        "--max-batches", type=_positive_int("--max-batches"), help="cap batches per epoch"
+    )
     p.add_argument("--device")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     p.set_defaults(run=run_train)
@@ -104,7 +120,9 @@ def add_evaluate(sub) -> None:
                    help="Monte-Carlo dropout samples (Bayesian SegNet)")  # fmt: skip
     p.add_argument("--precise-bn", action="store_true",
                    help="first recompute BN statistics over the train split (not saved; see bn-stats)")  # fmt: skip
-    p.add_argument("--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR")
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR"
+    )
     p.add_argument("--bf-tolerance", type=float, default=0.0075,
                    help="BF match distance as a fraction of the image diagonal (paper: 0.0075)")  # fmt: skip
     p.add_argument("--bf-count-predicted", action="store_true",
@@ -115,9 +133,9 @@ def add_evaluate(sub) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..data import open_dataset
+    from ..deploy.runtime import resolve_device, resolve_precision
     from ..engine.checkpoint import load_model
     from ..engine.evaluate import evaluate
-    from ..engine.runtime import resolve_device, resolve_precision
 
     if args.plots:
         _require_matplotlib()  # fail before a long evaluation, not after
@@ -149,14 +167,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _require_matplotlib() -> None:
-    from ..reports import INSTALL_HINT, matplotlib_available
+    from ..engine.plots import INSTALL_HINT, matplotlib_available
 
     if not matplotlib_available():
         raise SegNetError(f"--plots: {INSTALL_HINT}")
 
 
 def _write_plots(folder: Path, metrics: dict) -> None:
-    from ..reports import plot_class_iou, plot_confusion
+    from ..engine.plots import plot_class_iou, plot_confusion
 
     names = [row["name"] for row in metrics["per_class"]]
     plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
@@ -164,14 +182,18 @@ def _write_plots(folder: Path, metrics: dict) -> None:
     print(f"plots written to {folder}: confusion.png, class_iou.png")
 
 
-def _precise_bn(model, dataset, *, device, batch_size: int = 4, max_images: int | None = None) -> dict:
+def _precise_bn(
+    model, dataset, *, device, batch_size: int = 4, max_images: int | None = None
+) -> dict:
     from ..engine.bn import recompute_bn_statistics
 
     stats = recompute_bn_statistics(model, dataset, device=device, batch_size=batch_size,
                                     max_images=max_images, progress=True)  # fmt: skip
     if stats["layers"] == 0:
         raise SegNetError("this model has no BatchNorm layers: precise BN does not apply")
-    print(f"precise BN: {stats['layers']} BN layers recomputed over {stats['images']} training images")
+    print(
+        f"precise BN: {stats['layers']} BN layers recomputed over {stats['images']} training images"
+    )
     return stats
 
 
@@ -192,12 +214,14 @@ def add_bn_stats(sub) -> None:
 
 def run_bn_stats(args: argparse.Namespace) -> int:
     from ..data import open_dataset
+    from ..deploy.runtime import resolve_device
     from ..engine.checkpoint import load_model, save_checkpoint
-    from ..engine.runtime import resolve_device
 
     dataset = open_dataset(args.dataset, root=args.data, split="train",
                            num_classes=args.num_classes, palette=args.palette)  # fmt: skip
-    model, config, payload = load_model(args.checkpoint, expect_num_classes=dataset.info.num_classes)
+    model, config, payload = load_model(
+        args.checkpoint, expect_num_classes=dataset.info.num_classes
+    )
     device = resolve_device(args.device)
     stats = _precise_bn(model.to(device), dataset, device=device,
                         batch_size=args.batch_size, max_images=args.max_images)  # fmt: skip
@@ -206,7 +230,12 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     # An inference checkpoint: the optimizer state belongs to the run it came from.
     skip = {"format", "version", "model", "data", "state_dict", "optimizer", "scheduler"}
     extra = {k: v for k, v in payload.items() if k not in skip}
-    extra["precise_bn"] = {"source": str(source), "dataset": args.dataset, "split": "train", **stats}
+    extra["precise_bn"] = {
+        "source": str(source),
+        "dataset": args.dataset,
+        "split": "train",
+        **stats,
+    }
     save_checkpoint(out, config=config, model=model.cpu(), **extra)
     print(f"checkpoint with precise BN statistics written to {out}")
     return 0
@@ -239,9 +268,9 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..deploy.runtime import resolve_device, resolve_precision
     from ..engine.checkpoint import load_model
     from ..engine.predict import Segmenter, expand_inputs, predict_files
-    from ..engine.runtime import resolve_device, resolve_precision
 
     if bool(args.checkpoint) == bool(args.model or args.weights):
         raise SegNetError("give either --checkpoint CKPT or --model NAME --weights NAME")
@@ -249,11 +278,13 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.checkpoint:
         model, config, _ = load_model(args.checkpoint)
     else:
-        from ..pretrained import load_pretrained_with_config
+        from ..engine.weights import load_pretrained_with_config
 
         model, config = load_pretrained_with_config(args.model or "", args.weights or "")
     device = resolve_device(args.device)
-    segmenter = Segmenter(model, config, device=device, precision=resolve_precision(args.precision, device))
+    segmenter = Segmenter(
+        model, config, device=device, precision=resolve_precision(args.precision, device)
+    )
     written = predict_files(segmenter, paths, Path(args.out), mc_samples=args.mc_samples)
     print(f"{len(paths)} image(s) segmented; {len(written)} files written to {args.out}")
     return 0
@@ -312,7 +343,9 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train SegNet-Basic on built-in synthetic road scenes, end to end")
+    p = sub.add_parser(
+        "demo", help="train SegNet-Basic on built-in synthetic road scenes, end to end"
+    )
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--epochs", type=_positive_int("--epochs"), default=12)
     p.add_argument("--images", type=_positive_int("--images"), default=96, help="training scenes")
@@ -321,7 +354,7 @@ def add_demo(sub) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..demo import run
+    from ..engine.demo import run
 
     run(out=Path(args.out), epochs=args.epochs, images=args.images, seed=args.seed)
     return 0
@@ -335,7 +368,9 @@ def add_export(sub) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", default="onnx", choices=("onnx", "torch-export"))
     p.add_argument("--out", required=True, help="model.onnx or model.pt2")
-    p.add_argument("--size", default="360x480", help="input HxW the graph is built for (default 360x480)")
+    p.add_argument(
+        "--size", default="360x480", help="input HxW the graph is built for (default 360x480)"
+    )
     p.add_argument("--dynamic", action="store_true",
                    help="free batch, H and W (H, W multiples of 32; --size must be one)")  # fmt: skip
     p.add_argument("--no-check", dest="check", action="store_false",
@@ -345,8 +380,8 @@ def add_export(sub) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..benchmark.run import parse_size
+    from ..deploy.export import compare_exported, compare_onnx, example_images, export_model
     from ..engine.checkpoint import load_model
-    from ..export import compare_exported, compare_onnx, example_images, export_model
 
     size = parse_size(args.size)
     model, config, _ = load_model(args.checkpoint)
@@ -360,7 +395,9 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
               f"max |logit difference| {result['max_abs_diff']:.2e}")  # fmt: skip
         if result["agreement"] < 0.999:
-            raise SegNetError(f"--out {path}: the exported model disagrees with PyTorch on more than 0.1% of pixels")
+            raise SegNetError(
+                f"--out {path}: the exported model disagrees with PyTorch on more than 0.1% of pixels"
+            )
     return 0
 
 
@@ -369,16 +406,24 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_benchmark(sub) -> None:
     p = sub.add_parser("benchmark", help="speed and memory vs plain PyTorch SegNet (paper Table 6)")
-    p.add_argument("--models", default="segnet,segnet_basic", help="comma-separated registered models")
+    p.add_argument(
+        "--models", default="segnet,segnet_basic", help="comma-separated registered models"
+    )
     p.add_argument("--checkpoint", help="benchmark this checkpoint's model and weights instead")
     p.add_argument("--weights", help="shipped weights of each --models entry, e.g. camvid")
-    p.add_argument("--images", nargs="+", metavar="IMAGE",
-                   help="files, folders or globs: measure the optimized-vs-eager agreement on these real images")
+    p.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMAGE",
+        help="files, folders or globs: measure the optimized-vs-eager agreement on these real images",
+    )
     p.add_argument("--size", default="360x480", help="input HxW (default 360x480)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
-    p.add_argument("--no-training", dest="training", action="store_false", help="inference columns only")
+    p.add_argument(
+        "--no-training", dest="training", action="store_false", help="inference columns only"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="ours, inference and training (auto: fp32 on CPU, fp16 on CUDA); the reference is always fp32")  # fmt: skip

@@ -12,8 +12,17 @@ from .folder import FolderDataset, folder_info
 from .sunrgbd import SUNRGBD, SUNRGBD_INFO
 
 __all__ = [
-    "CAMVID_INFO", "IMAGENET_MEAN", "IMAGENET_STD", "CamVid", "DatasetInfo", "FolderDataset",
-    "SUNRGBD", "SUNRGBD_INFO", "SegmentationDataset", "normalize", "open_dataset",
+    "CAMVID_INFO",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SUNRGBD",
+    "SUNRGBD_INFO",
+    "CamVid",
+    "DatasetInfo",
+    "FolderDataset",
+    "SegmentationDataset",
+    "normalize",
+    "open_dataset",
 ]  # fmt: skip
 
 
@@ -37,7 +46,9 @@ def open_dataset(
         root = Path(root)
         if not root.is_dir():
             raise SegNetError(f"--data {root}: folder not found")
-        info = folder_info(root, num_classes=num_classes, palette_file=Path(palette) if palette else None)
+        info = folder_info(
+            root, num_classes=num_classes, palette_file=Path(palette) if palette else None
+        )
         return FolderDataset(root, split=split, info=info)
     if kind == "synthetic":
         from .synthetic import SyntheticRoadScenes
@@ -46,5 +57,7 @@ def open_dataset(
         offset = {"train": 0, "val": 1, "test": 2}[split]
         count = synthetic_images if split == "train" else max(8, synthetic_images // 4)
         height, width = synthetic_size
-        return SyntheticRoadScenes(num_images=count, height=height, width=width, seed=seed * 10 + offset)
+        return SyntheticRoadScenes(
+            num_images=count, height=height, width=width, seed=seed * 10 + offset
+        )
     raise SegNetError(f"--dataset must be camvid, sunrgbd, folder or synthetic, got {kind!r}")

@@ -8,9 +8,9 @@ uint8 RGB (H, W, 3) and uint8 labels (H, W) -- already checked (sizes match, lab
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,9 @@ class SegmentationDataset(Dataset):
 class PairedFileDataset(SegmentationDataset):
     """A dataset of (image file, label file) pairs found under ``root`` for a split."""
 
-    def __init__(self, root: str | Path | None, *, split: str, transform: Transform | None = None) -> None:
+    def __init__(
+        self, root: str | Path | None, *, split: str, transform: Transform | None = None
+    ) -> None:
         super().__init__(transform=transform)
         if root is None:
             raise SegNetError(f"--data ROOT is required for this dataset ({type(self).__name__})")

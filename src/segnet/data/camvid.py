@@ -46,7 +46,9 @@ def camvid_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     else:
         folder = root / split
         if not folder.is_dir():
-            raise SegNetError(f"--data {root}: no {split}.txt and no {split}/ folder (CamVid layout)")
+            raise SegNetError(
+                f"--data {root}: no {split}.txt and no {split}/ folder (CamVid layout)"
+            )
         pairs = [(p, root / f"{split}annot" / p.name) for p in list_images(folder)]
         for _, annot in pairs:
             if not annot.is_file():

@@ -47,7 +47,9 @@ def read_class_file(path: Path) -> DatasetInfo:
         palette = tuple(tuple(int(v) for v in color) for color in palette)
         ignore_index = int(spec.get("ignore_index", DEFAULT_VOID))
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SegNetError(f"{path}: not a valid class file ({error}); see README 'Your own data'") from None
+        raise SegNetError(
+            f"{path}: not a valid class file ({error}); see README 'Your own data'"
+        ) from None
     if len(palette) != len(names) or any(len(c) != 3 for c in palette):
         raise SegNetError(f"{path}: palette needs one [r, g, b] per class name")
     return DatasetInfo(class_names=names, palette=palette, ignore_index=ignore_index)
@@ -63,9 +65,13 @@ def folder_info(
         if candidate is palette_file and candidate is not None:
             raise SegNetError(f"--palette {candidate}: file not found")
     if num_classes is None:
-        raise SegNetError(f"--data {root}: no classes.json; pass --num-classes K (or --palette FILE)")
+        raise SegNetError(
+            f"--data {root}: no classes.json; pass --num-classes K (or --palette FILE)"
+        )
     names = tuple(f"class_{i}" for i in range(num_classes))
-    return DatasetInfo(class_names=names, palette=default_palette(num_classes), ignore_index=DEFAULT_VOID)
+    return DatasetInfo(
+        class_names=names, palette=default_palette(num_classes), ignore_index=DEFAULT_VOID
+    )
 
 
 class FolderDataset(SegmentationDataset):
@@ -84,7 +90,9 @@ class FolderDataset(SegmentationDataset):
         images_dir, masks_dir = base / "images", base / "masks"
         for folder in (images_dir, masks_dir):
             if not folder.is_dir():
-                raise SegNetError(f"--data {root}: expected folder {folder} (see README 'Your own data')")
+                raise SegNetError(
+                    f"--data {root}: expected folder {folder} (see README 'Your own data')"
+                )
         masks = {p.stem: p for p in list_images(masks_dir)}
         self.pairs: list[tuple[Path, Path]] = []
         for image in list_images(images_dir):

@@ -6,18 +6,15 @@ into place, so an interrupted run never leaves a half-written PNG behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import SegNetError
+from ..files import atomic_write
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -88,21 +85,6 @@ def write_png(path: str | Path, array: np.ndarray, *, palette: Sequence[int] | N
         image = image.convert("P")
         image.putpalette(list(palette))
     atomic_write(path, lambda f: image.save(f, format="PNG"))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Calls ``write(file)`` on a temp file beside ``path`` and renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -75,18 +75,26 @@ def resolve_class_weights(spec: str, dataset: SegmentationDataset) -> torch.Tens
     k = dataset.info.num_classes
     if spec in ("median", "median_sqrt"):
         weights = median_frequency_weights(*class_pixel_counts(dataset))
-        return torch.tensor(np.sqrt(weights) if spec == "median_sqrt" else weights, dtype=torch.float32)
+        return torch.tensor(
+            np.sqrt(weights) if spec == "median_sqrt" else weights, dtype=torch.float32
+        )
     if spec in ("natural", "none"):
         return None
     path = Path(spec)
     if not path.is_file():
-        raise SegNetError(f"--class-weights {spec}: not one of {', '.join(WEIGHTING)} nor an existing file")
+        raise SegNetError(
+            f"--class-weights {spec}: not one of {', '.join(WEIGHTING)} nor an existing file"
+        )
     try:
         data = json.loads(path.read_text())
         values = data["median_frequency_weights"] if isinstance(data, dict) else data
         weights = torch.tensor([float(v) for v in values], dtype=torch.float32)
     except (ValueError, KeyError, TypeError) as error:
-        raise SegNetError(f"--class-weights {path}: expected a JSON list of {k} numbers ({error})") from None
+        raise SegNetError(
+            f"--class-weights {path}: expected a JSON list of {k} numbers ({error})"
+        ) from None
     if weights.shape != (k,) or (weights < 0).any():
-        raise SegNetError(f"--class-weights {path}: expected {k} non-negative weights, got {len(weights)}")
+        raise SegNetError(
+            f"--class-weights {path}: expected {k} non-negative weights, got {len(weights)}"
+        )
     return weights

@@ -30,7 +30,9 @@ from .folder import DEFAULT_VOID, default_palette
 from .io import check_pair, list_images, read_image, read_mask
 
 SUNRGBD_INFO = DatasetInfo(
-    class_names=SUNRGBD_CLASSES, palette=default_palette(len(SUNRGBD_CLASSES)), ignore_index=DEFAULT_VOID
+    class_names=SUNRGBD_CLASSES,
+    palette=default_palette(len(SUNRGBD_CLASSES)),
+    ignore_index=DEFAULT_VOID,
 )
 SPLITS = ("train", "val", "test")
 RAW_VOID = 0
@@ -74,7 +76,9 @@ def _folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     images_dir, labels_dir = root / split / "image", root / split / "label"
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise SegNetError(f"--data {root}: no {split}.txt and no folder {folder} (SUN RGB-D layout)")
+            raise SegNetError(
+                f"--data {root}: no {split}.txt and no folder {folder} (SUN RGB-D layout)"
+            )
     labels = {p.stem: p for p in list_images(labels_dir)}
     pairs = []
     for image in list_images(images_dir):
@@ -90,7 +94,9 @@ def sunrgbd_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
         raise SegNetError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     has_split = (root / f"{split}.txt").is_file() or (root / split).is_dir()
     if split == "val" and not has_split:
-        warnings.warn(f"{root}: SUN RGB-D has no val split; using test for validation", stacklevel=3)
+        warnings.warn(
+            f"{root}: SUN RGB-D has no val split; using test for validation", stacklevel=3
+        )
         split = "test"
     listing = root / f"{split}.txt"
     pairs = _listed_pairs(root, listing) if listing.is_file() else _folder_pairs(root, split)

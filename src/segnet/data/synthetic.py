@@ -23,18 +23,17 @@ fast (numpy only): about 7 ms at 120x160 and 55 ms at 360x480 on one busy CPU co
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from ..errors import SegNetError
+from ..files import write_json
 from .base import DatasetInfo, SegmentationDataset, Transform
 from .classes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
+from .io import write_png
 
 SKY, BUILDING, POLE, ROAD, PAVEMENT, TREE, SIGN, FENCE, CAR, PEDESTRIAN, BICYCLIST = range(11)
 
@@ -649,7 +648,7 @@ def write_synthetic_dataset(
     root.mkdir(parents=True, exist_ok=True)
     info = SyntheticRoadScenes.info
     spec = {"names": info.class_names, "palette": info.palette, "ignore_index": info.ignore_index}
-    _write_atomic(root / "classes.json", lambda path: path.write_text(json.dumps(spec) + "\n"))
+    write_json(root / "classes.json", spec)
     splits = {"train": range(num_train), "val": range(num_train, num_train + num_val)}
     for split, indices in splits.items():
         if not indices:
@@ -660,18 +659,5 @@ def write_synthetic_dataset(
             image, mask = scenes.load(index)
             name = scenes.names[index]
             for folder, array in (("images", image), ("masks", mask)):
-                png = Image.fromarray(array)  # (H, W, 3) uint8 -> RGB, (H, W) uint8 -> mode "L"
-                _write_atomic(root / split / folder / f"{name}.png",
-                              lambda path: png.save(path, format="PNG"))  # fmt: skip
+                write_png(root / split / folder / f"{name}.png", array)
     return root
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Runs ``write`` on a temporary name in the same folder, then renames it onto ``path``:
-    readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -32,8 +32,12 @@ class Augment:
             scale = rng.uniform(low, high)
             h, w = mask.shape
             size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (W, H)
-            image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BILINEAR))
-            mask = np.asarray(Image.fromarray(np.ascontiguousarray(mask)).resize(size, Image.NEAREST))
+            image = np.asarray(
+                Image.fromarray(np.ascontiguousarray(image)).resize(size, Image.BILINEAR)
+            )
+            mask = np.asarray(
+                Image.fromarray(np.ascontiguousarray(mask)).resize(size, Image.NEAREST)
+            )
         if self.crop_size is not None:
             image, mask = self._crop(image, mask, rng)
         return image, mask

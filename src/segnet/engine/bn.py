@@ -15,7 +15,7 @@ off (``momentum=0``) during the pass and its momentum restored afterwards.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -61,7 +61,9 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
 
 
-def _batches(dataset: SegmentationDataset, indices: list[int], batch_size: int) -> Iterator[torch.Tensor]:
+def _batches(
+    dataset: SegmentationDataset, indices: list[int], batch_size: int
+) -> Iterator[torch.Tensor]:
     """Images (N, 3, H, W) in order; a batch closes early when the image size changes."""
     batch: list[torch.Tensor] = []
     for index in indices:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from ..data.io import atomic_write
 from ..errors import SegNetError
+from ..files import atomic_write
 from ..models import build_model
 
 FORMAT = "segnet-checkpoint"
@@ -41,14 +41,16 @@ class ModelConfig:
     std: tuple[float, ...] = IMAGENET_STD
 
     @classmethod
-    def for_dataset(cls, name: str, info: DatasetInfo, **options: Any) -> "ModelConfig":
+    def for_dataset(cls, name: str, info: DatasetInfo, **options: Any) -> ModelConfig:
         return cls(
             name=name, num_classes=info.num_classes, class_names=tuple(info.class_names),
             palette=tuple(info.palette), ignore_index=info.ignore_index, options=dict(options),
         )  # fmt: skip
 
     def build(self) -> nn.Module:
-        return build_model(self.name, num_classes=self.num_classes, in_channels=self.in_channels, **self.options)
+        return build_model(
+            self.name, num_classes=self.num_classes, in_channels=self.in_channels, **self.options
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,7 +61,7 @@ class ModelConfig:
         }  # fmt: skip
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, payload: dict[str, Any]) -> ModelConfig:
         model, data = payload["model"], payload["data"]
         return cls(
             name=model["name"], num_classes=int(model["num_classes"]),
@@ -69,8 +71,16 @@ class ModelConfig:
         )  # fmt: skip
 
 
-def save_checkpoint(path: str | Path, *, config: ModelConfig, model: nn.Module, **extra: Any) -> None:
-    payload = {"format": FORMAT, "version": 1, **config.to_dict(), "state_dict": model.state_dict(), **extra}
+def save_checkpoint(
+    path: str | Path, *, config: ModelConfig, model: nn.Module, **extra: Any
+) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": 1,
+        **config.to_dict(),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
     atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
@@ -81,7 +91,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle/zip errors come in many types
-        raise SegNetError(f"--checkpoint {path}: not a readable checkpoint ({type(error).__name__})") from None
+        raise SegNetError(
+            f"--checkpoint {path}: not a readable checkpoint ({type(error).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise SegNetError(f"--checkpoint {path}: not a segnet checkpoint (made by `segnet train`?)")
     return payload
@@ -94,7 +106,9 @@ def load_model(
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload)
     if expect_model is not None and expect_model != config.name:
-        raise SegNetError(f"--checkpoint {path}: holds a {config.name!r} model, not {expect_model!r}")
+        raise SegNetError(
+            f"--checkpoint {path}: holds a {config.name!r} model, not {expect_model!r}"
+        )
     if expect_num_classes is not None and expect_num_classes != config.num_classes:
         raise SegNetError(
             f"--checkpoint {path}: trained for {config.num_classes} classes, the data has {expect_num_classes}"
@@ -104,5 +118,7 @@ def load_model(
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
-        raise SegNetError(f"--checkpoint {path}: weights do not fit {config.name!r}: {first[0].strip()}") from None
+        raise SegNetError(
+            f"--checkpoint {path}: weights do not fit {config.name!r}: {first[0].strip()}"
+        ) from None
     return model.eval(), config, payload

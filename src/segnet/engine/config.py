@@ -56,21 +56,35 @@ class TrainConfig:
     synthetic_images: int = 96  # synthetic dataset: training images (val gets a quarter)
     synthetic_size: list[int] = field(default_factory=lambda: [96, 128])
     encoder_weights: str | None = None  # imagenet | FILE
-    init_weights: str | None = None  # warm start: model weights of a segnet checkpoint (fresh optimizer)
+    init_weights: str | None = (
+        None  # warm start: model weights of a segnet checkpoint (fresh optimizer)
+    )
     model_options: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # cap batches per epoch (quick checks)
 
     def __post_init__(self) -> None:
         checks = [
             (self.dataset in DATASETS, "--dataset", f"one of {', '.join(DATASETS)}"),
-            (self.data is not None or self.dataset == "synthetic", "--data", "required for this dataset"),
+            (
+                self.data is not None or self.dataset == "synthetic",
+                "--data",
+                "required for this dataset",
+            ),
             (self.epochs >= 1, "--epochs", "at least 1"),
             (self.batch_size >= 1, "--batch-size", "at least 1"),
             (self.lr is None or self.lr > 0, "--lr", "positive"),
             (self.optimizer in OPTIMIZERS, "--optimizer", f"one of {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}"),
-            (self.crop is None or (len(self.crop) == 2 and min(self.crop) >= 32), "--crop", "H W, each >= 32"),
-            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "--scale", "MIN MAX with 0 < MIN <= MAX"),
+            (
+                self.crop is None or (len(self.crop) == 2 and min(self.crop) >= 32),
+                "--crop",
+                "H W, each >= 32",
+            ),
+            (
+                len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
+                "--scale",
+                "MIN MAX with 0 < MIN <= MAX",
+            ),
             (self.num_workers >= 0, "--num-workers", "0 or more"),
             (self.val_every >= 1, "--val-every", "at least 1"),
         ]
@@ -84,7 +98,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_sources(cls, *, config_file: str | None, overrides: dict[str, Any]) -> "TrainConfig":
+    def from_sources(cls, *, config_file: str | None, overrides: dict[str, Any]) -> TrainConfig:
         """YAML values, then command-line overrides (those not None)."""
         values = read_yaml(Path(config_file)) if config_file else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -97,11 +111,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SegNetError(f"--config {path}: file not found") from None
     except yaml.YAMLError as error:
-        raise SegNetError(f"--config {path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise SegNetError(
+            f"--config {path}: not valid YAML ({str(error).splitlines()[0]})"
+        ) from None
     if not isinstance(values, dict):
         raise SegNetError(f"--config {path}: expected a mapping of training keys")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SegNetError(f"--config {path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        raise SegNetError(
+            f"--config {path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}"
+        )
     return values

@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
-from ..inference import InferenceModel, optimize_for_inference
+from ..deploy.optimize import InferenceModel, optimize_for_inference
+from ..deploy.runtime import autocast
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
-from .runtime import autocast
 
 
 @torch.no_grad()
@@ -37,7 +37,11 @@ def predict_logits(
     probs = None
     for _ in range(samples):
         # An optimized model already runs in its precision: no autocast around it.
-        with contextlib.nullcontext() if isinstance(model, InferenceModel) else autocast(device, precision):
+        with (
+            contextlib.nullcontext()
+            if isinstance(model, InferenceModel)
+            else autocast(device, precision)
+        ):
             p = model(images).float().softmax(dim=1)
         probs = p if probs is None else probs + p
     return probs / samples
@@ -79,7 +83,9 @@ def evaluate(
         set_mc_dropout(model, True)
     try:
         for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            probs = predict_logits(model, images, device=device, precision=precision, mc_samples=mc_samples)
+            probs = predict_logits(
+                model, images, device=device, precision=precision, mc_samples=mc_samples
+            )
             preds = probs.argmax(dim=1).cpu()
             confusion.update(preds, masks)
             if bf is not None:
@@ -95,4 +101,3 @@ def evaluate(
     metrics["num_images"] = len(dataset)
     metrics["confusion_matrix"] = confusion.matrix.tolist()  # [target][pred] pixel counts
     return metrics
-

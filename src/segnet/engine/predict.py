@@ -4,8 +4,8 @@ dropout, an uncertainty map) per input, all written atomically."""
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -13,8 +13,8 @@ from torch import nn
 
 from ..data.base import normalize
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
+from ..deploy.optimize import optimize_for_inference
 from ..errors import SegNetError
-from ..inference import optimize_for_inference
 from .checkpoint import ModelConfig
 from .evaluate import predict_logits
 
@@ -31,7 +31,9 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
         elif path.is_file():
             found = [path]
         else:
-            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise SegNetError(f"{item}: no such file, folder or matching images")
         paths.extend(p for p in found if p not in paths)
@@ -53,14 +55,28 @@ class Segmenter:
     """A model plus what it needs to turn RGB uint8 images into labels."""
 
     def __init__(
-        self, model: nn.Module, config: ModelConfig, *, device: torch.device, precision: str = "fp32",
+        self,
+        model: nn.Module,
+        config: ModelConfig,
+        *,
+        device: torch.device,
+        precision: str = "fp32",
         optimize: bool = True,
     ) -> None:
         # optimize: BN folded, channels_last, precision applied once (segnet.optimize_for_inference)
-        model = optimize_for_inference(model, precision=precision, device=device) if optimize else model
-        self.model, self.config, self.device, self.precision = model.eval().to(device), config, device, precision
+        model = (
+            optimize_for_inference(model, precision=precision, device=device) if optimize else model
+        )
+        self.model, self.config, self.device, self.precision = (
+            model.eval().to(device),
+            config,
+            device,
+            precision,
+        )
 
-    def __call__(self, image: np.ndarray, *, mc_samples: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    def __call__(
+        self, image: np.ndarray, *, mc_samples: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(H, W, 3) uint8 -> labels (H, W) uint8 and, with MC dropout, uncertainty (H, W) float32
         (per-class variance of the softmax samples averaged over classes, Bayesian SegNet)."""
         images = normalize(torch.from_numpy(np.array(image)))[None]  # (1, 3, H, W)
@@ -71,10 +87,14 @@ class Segmenter:
 
         set_mc_dropout(self.model, True)
         try:
-            samples = torch.stack([
-                predict_logits(self.model, images, device=self.device, precision=self.precision)[0]
-                for _ in range(mc_samples)
-            ])  # (S, K, H, W)
+            samples = torch.stack(
+                [
+                    predict_logits(
+                        self.model, images, device=self.device, precision=self.precision
+                    )[0]
+                    for _ in range(mc_samples)
+                ]
+            )  # (S, K, H, W)
         finally:
             set_mc_dropout(self.model, False)
         labels = samples.mean(0).argmax(0).byte().cpu().numpy()
@@ -85,12 +105,16 @@ def write_prediction(
     out_dir: Path, name: str, image: np.ndarray, labels: np.ndarray, palette, uncertainty=None
 ) -> list[Path]:
     colors = colorize(labels, palette)
-    written = [out_dir / f"{name}.png", out_dir / f"{name}_color.png", out_dir / f"{name}_overlay.png"]
+    written = [
+        out_dir / f"{name}.png",
+        out_dir / f"{name}_color.png",
+        out_dir / f"{name}_overlay.png",
+    ]
     write_png(written[0], labels)
     write_png(written[1], colors)
     write_png(written[2], overlay(image, colors))
     if uncertainty is not None:
-        from ..data.io import atomic_write
+        from ..files import atomic_write
 
         scaled = (255 * uncertainty / max(float(uncertainty.max()), 1e-12)).astype(np.uint8)
         written += [out_dir / f"{name}_uncertainty.png", out_dir / f"{name}_uncertainty.npy"]
@@ -100,7 +124,12 @@ def write_prediction(
 
 
 def predict_files(
-    segmenter: Segmenter, paths: Sequence[Path], out_dir: Path, *, mc_samples: int = 0, progress: bool = True
+    segmenter: Segmenter,
+    paths: Sequence[Path],
+    out_dir: Path,
+    *,
+    mc_samples: int = 0,
+    progress: bool = True,
 ) -> list[Path]:
     """Reads every input first (so a bad file fails before anything is written), then writes."""
     images = [read_image(p) for p in paths]
@@ -108,9 +137,13 @@ def predict_files(
     written: list[Path] = []
     from tqdm import tqdm
 
-    for name, image in tqdm(list(zip(names, images)), desc="predict", disable=not progress, leave=False):
+    for name, image in tqdm(
+        list(zip(names, images)), desc="predict", disable=not progress, leave=False
+    ):
         labels, uncertainty = segmenter(image, mc_samples=mc_samples)
-        written += write_prediction(out_dir, name, image, labels, segmenter.config.palette, uncertainty)
+        written += write_prediction(
+            out_dir, name, image, labels, segmenter.config.palette, uncertainty
+        )
     return written
 
 

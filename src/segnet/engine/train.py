@@ -29,15 +29,15 @@ from tqdm import tqdm
 
 from ..data import open_dataset
 from ..data.base import SegmentationDataset
-from ..data.io import atomic_write
 from ..data.stats import resolve_class_weights
 from ..data.transforms import Augment, AugmentedDataset
+from ..deploy.runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
 from ..errors import SegNetError
-from ..reports import matplotlib_available, plot_training_curves
+from ..files import atomic_write
 from .checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
-from .runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
+from .plots import matplotlib_available, plot_training_curves
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "images_per_s", "epoch_s",
               "global_accuracy", "class_accuracy", "miou", "bf")  # fmt: skip
@@ -54,7 +54,11 @@ class SegmentationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         # logits (N, K, H, W) float, masks (N, H, W) int64
         total = F.cross_entropy(
-            logits.float(), masks, weight=self.weight, ignore_index=self.ignore_index, reduction="sum"
+            logits.float(),
+            masks,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction="sum",
         )
         return total / (masks != self.ignore_index).sum().clamp(min=1)
 
@@ -76,7 +80,10 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     # No weight decay on BN parameters and biases (1-d tensors).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
@@ -127,7 +134,9 @@ def train_one_epoch(
         scheduler.step()
         total_loss += loss.item() * images.shape[0]
         seen += images.shape[0]
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.1f}")
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.1f}"
+        )
     return total_loss / max(1, seen), seen / (time.perf_counter() - start)
 
 
@@ -161,7 +170,7 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = model_config.build()
     if config.encoder_weights and state is None:
-        from ..models.pretrained import load_encoder_weights
+        from ..models.imagenet import load_encoder_weights
 
         load_encoder_weights(model, config.encoder_weights)
     if config.init_weights and state is None:
@@ -260,8 +269,16 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
         row = _train_epoch(run, epoch)
         improved = False
         if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-            metrics = evaluate(run.model, run.val_set, device=run.device, precision=run.precision, progress=progress)
-            row.update({k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")})
+            metrics = evaluate(
+                run.model,
+                run.val_set,
+                device=run.device,
+                precision=run.precision,
+                progress=progress,
+            )
+            row.update(
+                {k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")}
+            )
             improved = metrics["miou"] > run.best["miou"]
             if improved:
                 run.best = {"miou": metrics["miou"], "epoch": epoch + 1}

@@ -11,7 +11,7 @@ out of the means (NaN in ``per_class``), so a split without, say, bicyclists is 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

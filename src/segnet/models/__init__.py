@@ -7,7 +7,8 @@ Every registered builder is keyword-only and returns an ``nn.Module`` mapping im
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -36,7 +37,9 @@ def build_model(name: str, *, num_classes: int, in_channels: int = 3, **options:
     if name not in MODELS:
         raise SegNetError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     if num_classes < 1 or in_channels < 1:
-        raise SegNetError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+        raise SegNetError(
+            f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}"
+        )
     try:
         return MODELS[name](num_classes=num_classes, in_channels=in_channels, **options)
     except TypeError as error:  # an option the builder does not take

@@ -28,7 +28,14 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .encoders import Stage, vgg16_encoder
-from .layers import ConvBNReLU, MaxUnpool2x2, SameConv2d, SameConvTranspose2d, init_msra, stack_blocks
+from .layers import (
+    ConvBNReLU,
+    MaxUnpool2x2,
+    SameConv2d,
+    SameConvTranspose2d,
+    init_msra,
+    stack_blocks,
+)
 
 FC_WIDTH = 4096
 # deconv5 .. deconv1 (deepest first): widths of each block's 3x3 transposed convs.

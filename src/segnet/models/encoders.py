@@ -16,8 +16,8 @@ Example, VGG16 at 360x480: stage sizes 360x480, 180x240, 90x120, 45x60, 23x30; x
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
-
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
@@ -55,11 +55,15 @@ class PoolingEncoder(nn.Module):
         super().__init__()
         self.keep_features = keep_features
         self.blocks, channels = stack_blocks(
-            in_channels, blocks, lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size)
+            in_channels,
+            blocks,
+            lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size),
         )
         # Bayesian SegNet: dropout after the pools of the deepest `dropout_depth` blocks.
         self.dropouts = nn.ModuleList(
-            nn.Dropout(dropout) if dropout > 0 and depth >= len(blocks) - dropout_depth else nn.Identity()
+            nn.Dropout(dropout)
+            if dropout > 0 and depth >= len(blocks) - dropout_depth
+            else nn.Identity()
             for depth in range(len(blocks))
         )
         self.pool = MaxPool2x2()
@@ -77,7 +81,9 @@ class PoolingEncoder(nn.Module):
         return x, stages
 
 
-def vgg16_encoder(*, in_channels: int = 3, dropout: float = 0.0, dropout_depth: int = 0) -> PoolingEncoder:
+def vgg16_encoder(
+    *, in_channels: int = 3, dropout: float = 0.0, dropout_depth: int = 0
+) -> PoolingEncoder:
     """VGG16's 13 convs (with BN, as SegNet) as a pooling encoder; torchvision keys load by name."""
     return PoolingEncoder(
         in_channels=in_channels,
@@ -86,5 +92,3 @@ def vgg16_encoder(*, in_channels: int = 3, dropout: float = 0.0, dropout_depth: 
         dropout=dropout,
         dropout_depth=dropout_depth,
     )
-
-

@@ -20,7 +20,7 @@ the uint8 codes for the backward pass -- never int64 indices.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +144,9 @@ def _unpool_backward(grad_out: Tensor, indices: Tensor) -> Tensor:
     picked = torch.where(codes == 2, grad[:, :, 1, :, 0], grad[:, :, 1, :, 1])
     picked = torch.where(codes == 1, grad[:, :, 0, :, 1], picked)
     picked = torch.where(codes == 0, grad[:, :, 0, :, 0], picked).permute(0, 3, 1, 2)
-    return picked if grad_out.is_contiguous(memory_format=torch.channels_last) else picked.contiguous()
+    return (
+        picked if grad_out.is_contiguous(memory_format=torch.channels_last) else picked.contiguous()
+    )
 
 
 class _MaxPool2x2(torch.autograd.Function):

@@ -10,8 +10,8 @@ the shallowest block is the classifier (3x3 to K logits, no BN/ReLU).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from torch import Tensor, nn
 
@@ -67,7 +67,9 @@ class SegNetDecoder(nn.Module):
         super().__init__()
         self.unpool = MaxUnpool2x2()
         self.blocks, self.out_channels = stack_blocks(
-            in_channels, blocks, lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size, relu=relu)
+            in_channels,
+            blocks,
+            lambda c_in, c_out: ConvBNReLU(c_in, c_out, kernel_size=kernel_size, relu=relu),
         )
         self.dropouts = nn.ModuleList(  # blocks are listed deepest first
             nn.Dropout(dropout) if dropout > 0 and depth < dropout_depth else nn.Identity()
@@ -130,7 +132,9 @@ class SegNet(nn.Module):
 
 def segnet(*, num_classes: int, in_channels: int = 3, dropout: float = 0.0) -> SegNet:
     """The paper's SegNet: VGG16 encoder, mirrored decoder; 29,449,355 parameters for K=11."""
-    return SegNet(spec=SEGNET_VGG16, num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return SegNet(
+        spec=SEGNET_VGG16, num_classes=num_classes, in_channels=in_channels, dropout=dropout
+    )
 
 
 def segnet_basic(

@@ -25,8 +25,9 @@ The paper gives parameter counts rounded to a 0.025M grid (SegNet-Basic: exactly
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

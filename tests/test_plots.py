@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet import reports
+from segnet.engine import plots as reports
 from segnet.cli import main
 from segnet.data.classes import SUNRGBD_CLASSES
 from segnet.engine.train import LOG_FIELDS, append_log
 from segnet.errors import SegNetError
 
-needs_matplotlib = pytest.mark.skipif(not reports.matplotlib_available(), reason="pip install segnet[plot]")
+needs_matplotlib = pytest.mark.skipif(
+    not reports.matplotlib_available(), reason="pip install segnet[plot]"
+)
 
 
 def assert_png(path, *, min_side: int = 300) -> None:
@@ -35,7 +37,9 @@ def test_confusion_heatmap(tmp_path) -> None:
     k = len(SUNRGBD_CLASSES)
     matrix = rng.integers(0, 1000, (k, k)) + np.eye(k, dtype=np.int64) * 5000
     matrix[3] = 0  # a class absent from the split: blank row, no division by zero
-    path = reports.plot_confusion(matrix.tolist(), SUNRGBD_CLASSES, tmp_path / "c" / "confusion.png")
+    path = reports.plot_confusion(
+        matrix.tolist(), SUNRGBD_CLASSES, tmp_path / "c" / "confusion.png"
+    )
     assert_png(path, min_side=800)  # 37 classes get a larger figure
     small = reports.plot_confusion([[5, 1], [0, 3]], ["a", "b"], tmp_path / "small.png")
     assert_png(small)
@@ -57,7 +61,13 @@ def test_class_iou_bars(tmp_path) -> None:
 def test_training_curves(tmp_path) -> None:
     log = tmp_path / "log.csv"
     for epoch, miou in [(1, None), (2, 0.3), (3, None), (2, 0.35), (3, 0.4)]:  # resumed at epoch 2
-        row = {"epoch": epoch, "lr": 0.1, "train_loss": 2.0 / epoch, "images_per_s": 5, "epoch_s": 1}
+        row = {
+            "epoch": epoch,
+            "lr": 0.1,
+            "train_loss": 2.0 / epoch,
+            "images_per_s": 5,
+            "epoch_s": 1,
+        }
         if miou is not None:
             row.update(global_accuracy=0.6, class_accuracy=0.5, miou=miou, bf=0.2)
         append_log(log, row)
@@ -91,7 +101,9 @@ def test_evaluate_writes_plots(tmp_path, tiny_folder, capsys) -> None:
     save_checkpoint(checkpoint, config=ModelConfig.for_dataset("segnet_basic", info), model=model)
     flags = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data", str(tiny_folder),
              "--num-classes", "3", "--device", "cpu", "--precision", "fp32"]  # fmt: skip
-    assert main([*flags, "--plots", str(tmp_path / "plots"), "--out", str(tmp_path / "m.json")]) == 0
+    assert (
+        main([*flags, "--plots", str(tmp_path / "plots"), "--out", str(tmp_path / "m.json")]) == 0
+    )
     assert_png(tmp_path / "plots" / "confusion.png")
     assert_png(tmp_path / "plots" / "class_iou.png")
     matrix = json.loads((tmp_path / "m.json").read_text())["confusion_matrix"]

@@ -20,11 +20,12 @@ The argmax of the optimized model agrees with the fp32 eager model on >= 99.5% o
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import Tensor, nn
 
-from .engine.runtime import resolve_precision
+from .runtime import resolve_precision
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _KEEP_FP32 = (nn.LocalResponseNorm,)  # sums of squares of 0-255 inputs overflow fp16
@@ -41,9 +42,13 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         if not isinstance(parent, nn.Sequential):
             continue
         names = list(parent._modules)
-        for first, second in zip(names, names[1:]):
+        for first, second in itertools.pairwise(names):
             conv, bn = parent._modules[first], parent._modules[second]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.running_var is not None:
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.running_var is not None
+            ):
                 _fold_into(conv, bn)
                 parent._modules[second] = nn.Identity()
     return model
@@ -86,7 +91,9 @@ class InferenceModel(nn.Module):
     ``.modules()``, so Monte-Carlo dropout (``set_mc_dropout``) still works.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device, precision: str, compiled: bool) -> None:
+    def __init__(
+        self, model: nn.Module, *, device: torch.device, precision: str, compiled: bool
+    ) -> None:
         super().__init__()
         self.model = model
         self.device, self.precision, self.compiled = device, precision, compiled
@@ -100,7 +107,11 @@ class InferenceModel(nn.Module):
 
 
 def optimize_for_inference(
-    model: nn.Module, *, precision: str = "auto", device: str | torch.device | None = None, compile: bool = False
+    model: nn.Module,
+    *,
+    precision: str = "auto",
+    device: str | torch.device | None = None,
+    compile: bool = False,
 ) -> InferenceModel:
     """A copy of ``model`` made for fast inference (BN folded, channels_last, precision).
 

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data.io import atomic_write
-from .errors import SegNetError
-from .inference import fold_batchnorm
+from ..errors import SegNetError
+from ..files import atomic_write
+from .optimize import fold_batchnorm
 
-FORMATS = ("onnx", "torch-export")
+EXPORT_FORMATS = ("onnx", "torch-export")
 SIZE_MULTIPLE = 32  # dynamic H, W: multiples of 2**5 keep every ceil-mode pool exact
 OPSET = 18
 
@@ -54,7 +54,9 @@ def example_images(size: tuple[int, int], in_channels: int, *, dynamic: bool) ->
         )
     if dynamic:  # trace with >= 2 blocks of 32 per side: a size-1 symbol would be specialised
         size = (max(size[0], 2 * SIZE_MULTIPLE), max(size[1], 2 * SIZE_MULTIPLE))
-    return torch.randn(2 if dynamic else 1, in_channels, *size, generator=torch.Generator().manual_seed(0))
+    return torch.randn(
+        2 if dynamic else 1, in_channels, *size, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def _round(n: int) -> int:
@@ -71,8 +73,8 @@ def export_model(
     dynamic: bool = False,
 ) -> Path:
     """Exports ``model`` to ``path`` (``format``: "onnx" or "torch-export"); returns the path."""
-    if format not in FORMATS:
-        raise SegNetError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format not in EXPORT_FORMATS:
+        raise SegNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     path = Path(path)
     if not path.parent.is_dir():
         raise SegNetError(f"--out {path}: folder {path.parent} does not exist")
@@ -88,14 +90,18 @@ def export_model(
         raise
     except Exception as error:  # exporter failures come in many types; nothing was written (atomic)
         first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise SegNetError(f"--format {format}: export failed ({type(error).__name__}: {first})") from None
+        raise SegNetError(
+            f"--format {format}: export failed ({type(error).__name__}: {first})"
+        ) from None
 
 
 def _export_onnx(net: nn.Module, images: torch.Tensor, path: Path, *, dynamic: bool) -> Path:
     try:
-        import onnx  # noqa: F401  (the exporter needs it; fail with an install hint instead)
+        import onnx
     except ImportError:
-        raise SegNetError("--format onnx needs the onnx package: pip install 'segnet[onnx]'") from None
+        raise SegNetError(
+            "--format onnx needs the onnx package: pip install 'segnet[onnx]'"
+        ) from None
     program = torch.onnx.export(
         net, (images,), dynamo=True, opset_version=OPSET, input_names=["images"],
         output_names=["logits"], dynamic_shapes=dynamic_shapes(dynamic), verbose=False,
@@ -121,7 +127,9 @@ def compare_onnx(path: str | Path, model: nn.Module, images: torch.Tensor) -> di
     try:
         import onnxruntime as ort
     except ImportError:
-        raise SegNetError("checking an ONNX file needs onnxruntime: pip install 'segnet[onnx]'") from None
+        raise SegNetError(
+            "checking an ONNX file needs onnxruntime: pip install 'segnet[onnx]'"
+        ) from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], {"images": images.numpy()})
     with torch.no_grad():
@@ -143,4 +151,3 @@ def compare_exported(path: str | Path, model: nn.Module, images: torch.Tensor) -
         "agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item(),
         "max_abs_diff": (got - expected).abs().max().item(),
     }
-

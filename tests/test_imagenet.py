@@ -12,8 +12,8 @@ import torch
 
 import segnet
 from segnet import SegNetError
-from segnet.models import pretrained
-from segnet.models.pretrained import ENCODER_WEIGHTS, encoder_arch, load_encoder_weights
+from segnet.models import imagenet as pretrained
+from segnet.models.imagenet import ENCODER_WEIGHTS, encoder_arch, load_encoder_weights
 
 # torchvision's cfg "D" and make_layers: conv (+ BN) + ReLU per number, one index per "M" pool.
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]

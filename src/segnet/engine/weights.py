@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.io import atomic_write
-from .engine.checkpoint import ModelConfig, load_model, read_checkpoint
-from .errors import SegNetError
+from ..errors import SegNetError
+from ..files import atomic_write
+from .checkpoint import ModelConfig, load_model, read_checkpoint
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # segnet/weights/
 
 
 def available_weights() -> dict[str, list[str]]:
@@ -31,7 +31,9 @@ def available_weights() -> dict[str, list[str]]:
 def weights_path(model: str, weights: str) -> Path:
     path = WEIGHTS_DIR / f"{model}__{weights}.pt"
     if not path.is_file():
-        shipped = ", ".join(f"--model {m} --weights {w}" for m, ws in available_weights().items() for w in ws)
+        shipped = ", ".join(
+            f"--model {m} --weights {w}" for m, ws in available_weights().items() for w in ws
+        )
         raise SegNetError(
             f"no shipped weights {weights!r} for model {model!r}; available: {shipped or 'none'}"
         )
@@ -53,8 +55,14 @@ def load_pretrained(model: str, weights: str) -> nn.Module:
 def pack_weights(checkpoint: str | Path, out: str | Path) -> Path:
     """Writes an inference-only fp16 copy of a training checkpoint (config, classes, metrics)."""
     payload = read_checkpoint(checkpoint)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
-    keep = {k: payload[k] for k in ("format", "version", "model", "data", "epoch", "metrics", "train_config") if k in payload}
+    state = {
+        k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
+    }
+    keep = {
+        k: payload[k]
+        for k in ("format", "version", "model", "data", "epoch", "metrics", "train_config")
+        if k in payload
+    }
     keep["metrics"] = {k: v for k, v in keep.get("metrics", {}).items() if k != "confusion_matrix"}
     keep["state_dict"] = state
     atomic_write(Path(out), lambda f: torch.save(keep, f))

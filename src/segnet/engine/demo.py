@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .data import open_dataset
-from .data.io import atomic_write, write_png
-from .engine.checkpoint import load_model
-from .engine.config import TrainConfig
-from .engine.evaluate import evaluate
-from .engine.predict import Segmenter, write_prediction
-from .engine.runtime import resolve_device, resolve_precision
-from .engine.train import fit
+from ..data import open_dataset
+from ..data.io import write_png
+from ..deploy.runtime import resolve_device, resolve_precision
+from ..files import atomic_write
+from .checkpoint import load_model
+from .config import TrainConfig
+from .evaluate import evaluate
+from .predict import Segmenter, write_prediction
+from .train import fit
 
 
-def run(*, out: Path, epochs: int = 12, images: int = 96, seed: int = 0, progress: bool = True) -> dict:
+def run(
+    *, out: Path, epochs: int = 12, images: int = 96, seed: int = 0, progress: bool = True
+) -> dict:
     config = TrainConfig(
         model="segnet_basic", dataset="synthetic", out=str(out / "run"), epochs=epochs,
         synthetic_images=images, synthetic_size=[96, 128], seed=seed, hflip=True,
@@ -27,7 +30,9 @@ def run(*, out: Path, epochs: int = 12, images: int = 96, seed: int = 0, progres
         # usable model in a few minutes on 2 cores, which is what a demo is for.
         optimizer="adamw", lr=3e-3, schedule="cosine", weight_decay=1e-4, val_every=max(1, epochs // 4),
     )  # fmt: skip
-    print(f"training segnet_basic on {images} synthetic road scenes for {epochs} epochs -> {config.out}")
+    print(
+        f"training segnet_basic on {images} synthetic road scenes for {epochs} epochs -> {config.out}"
+    )
     fit(config, progress=progress)
     model, model_config, _ = load_model(out / "run" / "best.pt")
     device = resolve_device("auto")
@@ -37,7 +42,7 @@ def run(*, out: Path, epochs: int = 12, images: int = 96, seed: int = 0, progres
     metrics = evaluate(model.to(device), val, device=device, precision=precision, progress=progress)
     segmenter = Segmenter(model, model_config, device=device, precision=precision)
     for index, name in enumerate(val.names):
-        image, mask = val.load(index)
+        image, _ = val.load(index)
         write_png(out / "images" / f"{name}.png", image)
         labels, _ = segmenter(image)
         write_prediction(out / "predictions", name, image, labels, model_config.palette)
@@ -47,6 +52,8 @@ def run(*, out: Path, epochs: int = 12, images: int = 96, seed: int = 0, progres
     if metrics.get("bf") is not None:
         summary += f"  BF {metrics['bf']:.3f}"
     print(summary)
-    print(f"checkpoint: {out / 'run' / 'best.pt'}\npredictions, colour maps, overlays: {out / 'predictions'}")
+    print(
+        f"checkpoint: {out / 'run' / 'best.pt'}\npredictions, colour maps, overlays: {out / 'predictions'}"
+    )
     print(f"metrics: {out / 'metrics.json'}")
     return metrics

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .data.io import atomic_write
-from .errors import SegNetError
+from ..errors import SegNetError
+from ..files import atomic_write
 
 INSTALL_HINT = "plots need matplotlib: pip install segnet[plot] (or pip install matplotlib)"
 
@@ -50,7 +51,9 @@ def plot_confusion(matrix: Sequence[Sequence[float]] | np.ndarray, class_names: 
     counts = np.asarray(matrix, dtype=np.float64)
     k = len(class_names)
     if counts.shape != (k, k):
-        raise SegNetError(f"confusion matrix is {counts.shape}, expected ({k}, {k}) for {k} class names")
+        raise SegNetError(
+            f"confusion matrix is {counts.shape}, expected ({k}, {k}) for {k} class names"
+        )
     support = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = np.where(support > 0, counts / support, np.nan)
@@ -68,7 +71,15 @@ def plot_confusion(matrix: Sequence[Sequence[float]] | np.ndarray, class_names: 
             for p in range(k):
                 if not math.isnan(rows[t, p]) and rows[t, p] >= 0.005:
                     color = "white" if rows[t, p] > 0.5 else "black"
-                    ax.text(p, t, f"{100 * rows[t, p]:.0f}", ha="center", va="center", fontsize=7, color=color)
+                    ax.text(
+                        p,
+                        t,
+                        f"{100 * rows[t, p]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=color,
+                    )
     ax.set_title("confusion matrix (row-normalised, %)")
     return _save(fig, path)
 
@@ -85,7 +96,9 @@ def plot_class_iou(per_class: Sequence[dict[str, Any]], path: str | Path) -> Pat
     fig = _figure(max(6.0, 0.4 * len(names) + 2.0), 4.5)
     ax = fig.add_subplot()
     ax.bar(x - 0.2, np.nan_to_num(iou), width=0.4, label="IoU", color="tab:blue")
-    ax.bar(x + 0.2, np.nan_to_num(accuracy), width=0.4, label="accuracy (recall)", color="tab:orange")
+    ax.bar(
+        x + 0.2, np.nan_to_num(accuracy), width=0.4, label="accuracy (recall)", color="tab:orange"
+    )
     if not np.isnan(iou).all():
         miou = float(np.nanmean(iou))
         ax.axhline(miou, color="tab:blue", linestyle="--", linewidth=1, label=f"mIoU {miou:.3f}")
@@ -126,7 +139,9 @@ def plot_training_curves(log_csv: str | Path, path: str | Path) -> Path:
     epochs = np.array([row["epoch"] for row in rows])
     fig = _figure(10.0, 4.0)
     loss_ax, val_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [row.get("train_loss", math.nan) for row in rows], marker="o", markersize=3)
+    loss_ax.plot(
+        epochs, [row.get("train_loss", math.nan) for row in rows], marker="o", markersize=3
+    )
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss")
     loss_ax.set_title("training loss")
