@@ -9,9 +9,51 @@ import pytest
 import torch
 from PIL import Image
 
+import segnet
+
 CAMVID_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "CamVid"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+# 130-250M parameters: seconds to build, tens of seconds to export on 2 cores, ~1 GB each.
+# The generic suite runs them behind the slow marker (CI runs it), one at a time.
+HEAVY_MODELS = ("deconvnet", "fcn8s", "fcn16s", "fcn32s")
+
+
+def model_params() -> list:
+    """Every registered model as a pytest parameter, the heavy ones marked slow."""
+    return [
+        pytest.param(n, marks=pytest.mark.slow) if n in HEAVY_MODELS else n
+        for n in segnet.list_models()
+    ]
+
+
+@pytest.fixture
+def model_factory():
+    """``model_factory(name, num_classes=5, in_channels=3)``: a seeded model in eval mode with
+    trained-looking BN statistics."""
+
+    def make(name: str, *, num_classes: int = 5, in_channels: int = 3) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = segnet.build_model(name, num_classes=num_classes, in_channels=in_channels)
+        return with_trained_bn(model)
+
+    return make
+
+
+def with_trained_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine terms, as after training (fresh BN folds to nearly
+    nothing, which would hide folding errors)."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+    return model.eval()
 
 
 @pytest.fixture

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import segnet
-from segnet import SegNetError
-from segnet.benchmark import parse_size, reference_model
-from segnet.benchmark.run import copy_for_training, saved_indices_mb
+from segnet.benchmark import reference_model
+from segnet.benchmark.measure import copy_for_training
+from segnet.benchmark.memory import saved_indices_mb
 from segnet.cli import main
+from segnet.cli.args import image_size
 
 
 @pytest.mark.parametrize("name", ["segnet_basic", "segnet"])
@@ -101,7 +104,7 @@ def test_model_without_reference_is_benchmarked_alone(capsys) -> None:
 def test_bad_input_is_one_line_exit_2(flags, message, capsys) -> None:
     assert main(["benchmark", "--size", "32x32", *flags]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("segnet: error:") and message in err and "\n" not in err
+    assert re.match(r"segnet( benchmark)?: error: ", err) and message in err and "\n" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -110,11 +113,12 @@ def test_cuda_without_gpu_is_refused(capsys) -> None:
     assert "no CUDA GPU" in capsys.readouterr().err
 
 
-def test_parse_size() -> None:
-    assert parse_size("360x480") == (360, 480)
-    assert parse_size("64X64") == (64, 64)
-    with pytest.raises(SegNetError):
-        parse_size("360*480")
+def test_image_size_flag() -> None:
+    assert image_size("360x480") == (360, 480)
+    assert image_size("64X64") == (64, 64)
+    for bad in ("360*480", "0x5", "x", "3x4x5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            image_size(bad)
 
 
 def test_shipped_weights_agreement_on_real_images(tmp_path, capsys) -> None:

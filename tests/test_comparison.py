@@ -12,8 +12,7 @@ from torch import nn
 
 import segnet
 from segnet.models.comparison import COMPARISON_MODELS
-from segnet.models.fcn import BilinearDeconv, bilinear_weight
-from segnet.models.layers import SameConv2d, SameConvTranspose2d
+from segnet.models.layers import BilinearDeconv, SameConv2d, SameConvTranspose2d, bilinear_kernel
 
 # Exact counts for K=11, computed from the layer shapes in each module's docstring.
 PARAMETERS = {
@@ -71,7 +70,7 @@ def test_fcn_deconvs_start_bilinear_and_survive_msra(name: str, factors: list[in
         assert (
             deconv.kernel_size == (2 * deconv.factor,) * 2 and deconv.stride == (deconv.factor,) * 2
         )
-        assert torch.equal(deconv.weight, bilinear_weight(11, deconv.factor))
+        assert torch.equal(deconv.weight, bilinear_kernel(11, factor=deconv.factor))
     assert [m.in_channels for m in model.score_pools] == [512, 256][: len(factors) - 1]
 
 

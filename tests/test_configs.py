@@ -35,10 +35,10 @@ def test_imagenet_encoder_only_where_one_fits(path: Path) -> None:
     pretrained = pytest.importorskip("segnet.models.imagenet")
     values = yaml.safe_load(path.read_text())
     if values.get("encoder_weights") == "imagenet":
-        assert values["model"] in pretrained.ENCODER_WEIGHTS, (
+        assert values["model"] in pretrained.imagenet_encoders(), (
             f"{path}: no ImageNet encoder for {values['model']}"
         )
-    elif values["model"] in pretrained.ENCODER_WEIGHTS:
+    elif values["model"] in pretrained.imagenet_encoders():
         pytest.fail(
             f"{path}: {values['model']} has an ImageNet encoder; set encoder_weights: imagenet"
         )
@@ -90,7 +90,7 @@ def test_train_from_config_end_to_end(
         saved["model"] == "segnet_basic" and saved["batch_size"] == 12 and saved["lr"] == 0.1
     )  # from the file
     assert saved["dataset"] == "folder" and saved["epochs"] == 1  # flags win
-    model, config, payload = load_model(out / "best.pt")
+    _, config, payload = load_model(out / "best.pt")
     assert config.num_classes == 3 and payload["epoch"] == 1
     printed = capsys.readouterr()
     if with_matplotlib:

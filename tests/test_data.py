@@ -75,7 +75,7 @@ def test_folder_errors(tmp_path) -> None:
     (tmp_path / "masks").mkdir()
     with pytest.raises(SegNetError, match="no images found"):
         open_dataset("folder", root=tmp_path, split="train", num_classes=2)
-    with pytest.raises(SegNetError, match="--num-classes"):
+    with pytest.raises(SegNetError, match="num_classes"):
         open_dataset("folder", root=tmp_path, split="train")
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segnet.engine import plots as reports
 from segnet.cli import main
 from segnet.data.classes import SUNRGBD_CLASSES
+from segnet.engine import plots as reports
 from segnet.engine.train import LOG_FIELDS, append_log
 from segnet.errors import SegNetError
 

@@ -10,9 +10,9 @@ from PIL import Image
 import segnet
 from segnet.cli import main
 from segnet.data import CamVid
-from segnet.engine.evaluate import predict_logits
-from segnet.metrics.confusion import ConfusionMatrix
+from segnet.engine.inference import predict_probabilities
 from segnet.engine.weights import available_weights, load_pretrained_with_config
+from segnet.metrics.confusion import ConfusionMatrix
 
 # Measured on the first 12 CamVid val images when the weights were packed (docs/results.md);
 # the floor leaves room for numeric differences across CPUs, not for a broken model.
@@ -53,7 +53,7 @@ def test_predict_with_shipped_weights(tmp_path) -> None:
 
 
 def test_unknown_weights_list_the_available_ones() -> None:
-    with pytest.raises(segnet.SegNetError, match="--model segnet_basic --weights camvid"):
+    with pytest.raises(segnet.SegNetError, match="available: segnet_basic with weights camvid"):
         segnet.load_pretrained("segnet_basic", "cityscapes")
 
 
@@ -64,7 +64,7 @@ def test_shipped_weights_reach_val_floor(camvid_root) -> None:
     confusion = ConfusionMatrix(11, ignore_index=config.ignore_index)
     for index in range(12):
         image, mask = val[index]
-        probs = predict_logits(model, image[None], device=torch.device("cpu"))
+        probs = predict_probabilities(model, image[None], device=torch.device("cpu")).mean
         confusion.update(probs.argmax(1), mask[None])
     assert confusion.compute()["miou"] >= VAL12_MIOU_FLOOR
 

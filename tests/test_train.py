@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from conftest import write_folder_dataset
 from segnet import SegNetError
 from segnet.engine.checkpoint import load_model, read_checkpoint
-from segnet.engine.config import TrainConfig, default_lr
+from segnet.engine.config import TrainConfig
 from segnet.engine.train import SegmentationLoss, fit
+from segnet.errors import ArgumentError
+from segnet.models import model_entry
 
 
 def test_loss_is_normalised_by_non_void_pixels() -> None:
@@ -28,17 +30,22 @@ def test_loss_is_normalised_by_non_void_pixels() -> None:
 
 
 def test_paper_learning_rates() -> None:
-    assert default_lr("segnet_basic") == 0.1 and default_lr("fcn_basic") == 0.1
-    assert default_lr("segnet") == 0.001
+    assert model_entry("segnet_basic").default_lr == 0.1 == model_entry("fcn_basic").default_lr
+    assert model_entry("bilinear_interpolation").default_lr == 0.1
+    assert model_entry("segnet").default_lr == 0.001 == model_entry("deconvnet").default_lr
     assert TrainConfig(dataset="synthetic").lr == 0.1
 
 
-def test_config_errors_name_the_flag() -> None:
-    with pytest.raises(SegNetError, match="--epochs"):
+def test_config_errors_name_the_key_and_the_cli_names_the_flag() -> None:
+    with pytest.raises(ArgumentError, match="^epochs must") as caught:
         TrainConfig(dataset="synthetic", epochs=0)
-    with pytest.raises(SegNetError, match="--data"):
+    assert caught.value.as_flag() == "--epochs must be at least 1"
+    with pytest.raises(ArgumentError, match="^batch_size must") as caught:
+        TrainConfig(dataset="synthetic", batch_size=0)
+    assert caught.value.as_flag().startswith("--batch-size must")
+    with pytest.raises(SegNetError, match="^data must"):
         TrainConfig(dataset="camvid")
-    with pytest.raises(SegNetError, match="--crop"):
+    with pytest.raises(SegNetError, match="^crop must"):
         TrainConfig(dataset="synthetic", crop=[8, 8])
 
 
@@ -69,9 +76,14 @@ def test_fit_writes_checkpoints_and_log(tiny_folder, tmp_path) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["miou"] != ""
     last = read_checkpoint(run / "last.pt")
     assert last["epoch"] == 2 and "optimizer" in last and last["train_config"]["lr"] == 0.01
-    model, config, _ = load_model(run / "best.pt")
+    _, config, best = load_model(run / "best.pt")
     assert config.name == "segnet_basic" and config.num_classes == 3
-    assert result["best"]["miou"] >= 0
+    # best.pt holds the epoch with the highest logged val mIoU, and says so
+    logged = {int(r["epoch"]): float(r["miou"]) for r in rows}
+    assert result["best"]["miou"] == max(logged.values()) == best["metrics"]["miou"]
+    assert best["epoch"] == result["best"]["epoch"] and logged[best["epoch"]] == max(
+        logged.values()
+    )
 
 
 def test_resume_continues_exactly(tiny_folder, tmp_path) -> None:
@@ -129,13 +141,13 @@ def test_init_weights_warm_starts_from_a_checkpoint(tiny_folder, tmp_path) -> No
 
 
 def test_init_weights_errors_name_the_flag(tiny_folder, tmp_path) -> None:
-    with pytest.raises(SegNetError, match="--init-weights .*missing.pt: file not found"):
+    with pytest.raises(SegNetError, match="init_weights .*missing.pt: file not found"):
         fit(
             _config(tiny_folder, tmp_path / "a", init_weights=str(tmp_path / "missing.pt")),
             progress=False,
         )
     fit(_config(tiny_folder, tmp_path / "basic", epochs=1, max_batches=1), progress=False)
-    with pytest.raises(SegNetError, match="--init-weights .*holds a 'segnet_basic' model"):
+    with pytest.raises(SegNetError, match="^init_weights .*holds a 'segnet_basic' model"):
         fit(_config(tiny_folder, tmp_path / "b", model="fcn_basic", init_weights=str(tmp_path / "basic" / "last.pt")),
             progress=False)  # fmt: skip
     assert not (tmp_path / "b").exists()  # nothing written for a run that never started

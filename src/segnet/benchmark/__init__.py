@@ -1,13 +1,19 @@
-"""Speed and memory against the plain-PyTorch SegNet (``segnet benchmark``; paper Table 6)."""
+"""Speed and memory against the plain-PyTorch SegNet (``segnet benchmark``; paper Table 6):
+``reference`` (the plain twin), ``memory`` (peak-memory probes), ``measure`` (one model's
+runs), ``report`` (environment and table), ``run`` (the command's entry point)."""
 
-from .reference import REFERENCE_SPECS, ReferenceSegNet, reference_model
-from .run import format_table, parse_size, run_benchmark
+from .measure import Measurement, benchmark_model
+from .reference import ReferenceSegNet, reference_model, reference_names
+from .report import environment, format_table
+from .run import run_benchmark
 
 __all__ = [
-    "REFERENCE_SPECS",
+    "Measurement",
     "ReferenceSegNet",
+    "benchmark_model",
+    "environment",
     "format_table",
-    "parse_size",
     "reference_model",
+    "reference_names",
     "run_benchmark",
 ]

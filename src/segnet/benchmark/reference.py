@@ -15,14 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import SegNetError
-from ..models.segnet import SEGNET_BASIC, SEGNET_VGG16, SegNetSpec
-
-REFERENCE_SPECS: dict[str, SegNetSpec] = {
-    "segnet": SEGNET_VGG16,
-    "segnet_basic": SEGNET_BASIC,
-    "bayesian_segnet": SEGNET_VGG16,  # dropout is off at inference: the same network
-    "bayesian_segnet_basic": SEGNET_BASIC,
-}
+from ..models import MODELS, model_entry
+from ..models.segnet import SegNetSpec
 
 
 def _blocks(
@@ -87,11 +81,17 @@ def reference_model(
     name: str, *, num_classes: int, in_channels: int = 3, **options: Any
 ) -> ReferenceSegNet:
     """The reference twin of a registered SegNet model; loads that model's ``state_dict``."""
-    if name not in REFERENCE_SPECS:
+    spec = model_entry(name).spec
+    if spec is None:
         raise SegNetError(
-            f"no reference implementation of {name!r}; choose one of: {', '.join(REFERENCE_SPECS)}"
+            f"no reference implementation of {name!r}; choose one of: {', '.join(reference_names())}"
         )
     return ReferenceSegNet(
-        spec=REFERENCE_SPECS[name], num_classes=num_classes, in_channels=in_channels,
+        spec=spec, num_classes=num_classes, in_channels=in_channels,
         input_lrn=bool(options.get("input_lrn", False)),
     )  # fmt: skip
+
+
+def reference_names() -> list[str]:
+    """Registered models with a plain-PyTorch twin (those whose registry entry has a spec)."""
+    return [name for name, entry in MODELS.items() if entry.spec is not None]

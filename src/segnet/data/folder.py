@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
 from .base import DatasetInfo, SegmentationDataset, Transform
 from .io import check_pair, list_images, read_image, read_mask
 
@@ -63,10 +63,10 @@ def folder_info(
         if candidate is not None and candidate.is_file():
             return read_class_file(candidate)
         if candidate is palette_file and candidate is not None:
-            raise SegNetError(f"--palette {candidate}: file not found")
+            raise ArgumentError("palette", f"{candidate}: file not found")
     if num_classes is None:
-        raise SegNetError(
-            f"--data {root}: no classes.json; pass --num-classes K (or --palette FILE)"
+        raise ArgumentError(
+            "data", f"{root}: no classes.json; pass `num_classes` K (or `palette` FILE)"
         )
     names = tuple(f"class_{i}" for i in range(num_classes))
     return DatasetInfo(
@@ -90,8 +90,8 @@ class FolderDataset(SegmentationDataset):
         images_dir, masks_dir = base / "images", base / "masks"
         for folder in (images_dir, masks_dir):
             if not folder.is_dir():
-                raise SegNetError(
-                    f"--data {root}: expected folder {folder} (see README 'Your own data')"
+                raise ArgumentError(
+                    "data", f"{root}: expected folder {folder} (see README 'Your own data')"
                 )
         masks = {p.stem: p for p in list_images(masks_dir)}
         self.pairs: list[tuple[Path, Path]] = []

@@ -49,7 +49,7 @@ def read_mask(
     if palette is None:
         raise SegNetError(
             f"{path}: colour mask ({image.mode}) but no palette given; "
-            "pass --palette FILE or store masks as class-index PNGs"
+            "pass `palette` FILE or store masks as class-index PNGs"
         )
     rgb = np.asarray(image.convert("RGB")).astype(np.int32)
     keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import SegNetError
+from ..errors import ArgumentError
 from .base import SegmentationDataset
 
 WEIGHTING = ("median", "median_sqrt", "natural", "none")
@@ -82,19 +82,19 @@ def resolve_class_weights(spec: str, dataset: SegmentationDataset) -> torch.Tens
         return None
     path = Path(spec)
     if not path.is_file():
-        raise SegNetError(
-            f"--class-weights {spec}: not one of {', '.join(WEIGHTING)} nor an existing file"
+        raise ArgumentError(
+            "class_weights", f"{spec}: not one of {', '.join(WEIGHTING)} nor an existing file"
         )
     try:
         data = json.loads(path.read_text())
         values = data["median_frequency_weights"] if isinstance(data, dict) else data
         weights = torch.tensor([float(v) for v in values], dtype=torch.float32)
     except (ValueError, KeyError, TypeError) as error:
-        raise SegNetError(
-            f"--class-weights {path}: expected a JSON list of {k} numbers ({error})"
+        raise ArgumentError(
+            "class_weights", f"{path}: expected a JSON list of {k} numbers ({error})"
         ) from None
     if weights.shape != (k,) or (weights < 0).any():
-        raise SegNetError(
-            f"--class-weights {path}: expected {k} non-negative weights, got {len(weights)}"
+        raise ArgumentError(
+            "class_weights", f"{path}: expected {k} non-negative weights, got {len(weights)}"
         )
     return weights

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SegNetError
-from .base import DatasetInfo, PairedFileDataset
+from ..errors import ArgumentError, SegNetError
+from .base import SPLITS, DatasetInfo, PairedFileDataset
 from .classes import SUNRGBD_CLASSES
 from .folder import DEFAULT_VOID, default_palette
 from .io import check_pair, list_images, read_image, read_mask
+from .lists import read_list_file
 
 SUNRGBD_INFO = DatasetInfo(
     class_names=SUNRGBD_CLASSES,
     palette=default_palette(len(SUNRGBD_CLASSES)),
     ignore_index=DEFAULT_VOID,
 )
-SPLITS = ("train", "val", "test")
 RAW_VOID = 0
 NUM_RAW = len(SUNRGBD_CLASSES) + 1  # raw values 0..37
 
@@ -43,41 +43,12 @@ _LOOKUP = np.full(256, DEFAULT_VOID, dtype=np.uint8)
 _LOOKUP[1:NUM_RAW] = np.arange(NUM_RAW - 1, dtype=np.uint8)
 
 
-def resolve_listed(root: Path, text: str) -> Path | None:
-    """A path from a list file, found under ROOT by its longest existing tail (or as given)."""
-    path = Path(text)
-    if path.is_absolute() and path.is_file():
-        return path
-    parts = [p for p in path.parts if p not in ("/", "\\", ".", "")]
-    for start in range(len(parts)):
-        candidate = root.joinpath(*parts[start:])
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _listed_pairs(root: Path, listing: Path) -> list[tuple[Path, Path]]:
-    pairs = []
-    for number, line in enumerate(listing.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise SegNetError(f"{listing}:{number}: expected 'IMAGE LABEL', got {line!r}")
-        resolved = [resolve_listed(root, field) for field in fields]
-        for field, path in zip(fields, resolved):
-            if path is None:
-                raise SegNetError(f"{listing}:{number}: {field} not found under {root}")
-        pairs.append((resolved[0], resolved[1]))
-    return pairs
-
-
 def _folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     images_dir, labels_dir = root / split / "image", root / split / "label"
     for folder in (images_dir, labels_dir):
         if not folder.is_dir():
-            raise SegNetError(
-                f"--data {root}: no {split}.txt and no folder {folder} (SUN RGB-D layout)"
+            raise ArgumentError(
+                "data", f"{root}: no {split}.txt and no folder {folder} (SUN RGB-D layout)"
             )
     labels = {p.stem: p for p in list_images(labels_dir)}
     pairs = []
@@ -91,7 +62,7 @@ def _folder_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 def sunrgbd_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """(image, label) paths of a split: list file first, then the folders; val falls back to test."""
     if split not in SPLITS:
-        raise SegNetError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise ArgumentError("split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     has_split = (root / f"{split}.txt").is_file() or (root / split).is_dir()
     if split == "val" and not has_split:
         warnings.warn(
@@ -99,9 +70,9 @@ def sunrgbd_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
         )
         split = "test"
     listing = root / f"{split}.txt"
-    pairs = _listed_pairs(root, listing) if listing.is_file() else _folder_pairs(root, split)
+    pairs = read_list_file(listing, root) if listing.is_file() else _folder_pairs(root, split)
     if not pairs:
-        raise SegNetError(f"--data {root}: the {split} split is empty")
+        raise ArgumentError("data", f"{root}: the {split} split is empty")
     return pairs
 
 

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
 from ..files import atomic_write
+from ..metrics import compare_logits
 from .optimize import fold_batchnorm
 
 EXPORT_FORMATS = ("onnx", "torch-export")
@@ -48,9 +49,10 @@ def dynamic_shapes(dynamic: bool) -> dict[str, Any] | None:
 
 def example_images(size: tuple[int, int], in_channels: int, *, dynamic: bool) -> torch.Tensor:
     if dynamic and (size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE):
-        raise SegNetError(
-            f"--size {size[0]}x{size[1]}: with --dynamic H and W must be multiples of "
-            f"{SIZE_MULTIPLE}, e.g. {_round(size[0])}x{_round(size[1])}; or drop --dynamic for a fixed size"
+        raise ArgumentError(
+            "size",
+            f"{size[0]}x{size[1]}: with `dynamic` H and W must be multiples of {SIZE_MULTIPLE}, "
+            f"e.g. {_round(size[0])}x{_round(size[1])}; or drop `dynamic` for a fixed size",
         )
     if dynamic:  # trace with >= 2 blocks of 32 per side: a size-1 symbol would be specialised
         size = (max(size[0], 2 * SIZE_MULTIPLE), max(size[1], 2 * SIZE_MULTIPLE))
@@ -74,10 +76,10 @@ def export_model(
 ) -> Path:
     """Exports ``model`` to ``path`` (``format``: "onnx" or "torch-export"); returns the path."""
     if format not in EXPORT_FORMATS:
-        raise SegNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+        raise ArgumentError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     path = Path(path)
     if not path.parent.is_dir():
-        raise SegNetError(f"--out {path}: folder {path.parent} does not exist")
+        raise ArgumentError("out", f"{path}: folder {path.parent} does not exist")
     net = prepare(model)
     images = example_images(size, in_channels, dynamic=dynamic)
     try:
@@ -90,8 +92,8 @@ def export_model(
         raise
     except Exception as error:  # exporter failures come in many types; nothing was written (atomic)
         first = (str(error).strip().splitlines() or [""])[0][:200]
-        raise SegNetError(
-            f"--format {format}: export failed ({type(error).__name__}: {first})"
+        raise ArgumentError(
+            "format", f"{format}: export failed ({type(error).__name__}: {first})"
         ) from None
 
 
@@ -99,8 +101,8 @@ def _export_onnx(net: nn.Module, images: torch.Tensor, path: Path, *, dynamic: b
     try:
         import onnx
     except ImportError:
-        raise SegNetError(
-            "--format onnx needs the onnx package: pip install 'segnet[onnx]'"
+        raise ArgumentError(
+            "format", "onnx needs the onnx package: pip install 'segnet[onnx]'"
         ) from None
     program = torch.onnx.export(
         net, (images,), dynamo=True, opset_version=OPSET, input_names=["images"],
@@ -119,11 +121,8 @@ def load_exported(path: str | Path) -> torch.export.ExportedProgram:
     return torch.export.load(str(path))
 
 
-def compare_onnx(path: str | Path, model: nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """Runs the ONNX file in onnxruntime and the fp32 model in PyTorch on ``images``.
-
-    Returns ``{"agreement": fraction of pixels with the same argmax, "max_abs_diff": logits}``.
-    """
+def run_onnx(path: str | Path, images: torch.Tensor) -> torch.Tensor:
+    """Logits of an exported ONNX file in onnxruntime (CPU) for ``images`` (N, C, H, W)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -131,23 +130,16 @@ def compare_onnx(path: str | Path, model: nn.Module, images: torch.Tensor) -> di
             "checking an ONNX file needs onnxruntime: pip install 'segnet[onnx]'"
         ) from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["logits"], {"images": images.numpy()})
-    with torch.no_grad():
-        expected = model.eval().float()(images)
-    got = torch.from_numpy(got)
-    return {
-        "agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item(),
-        "max_abs_diff": (got - expected).abs().max().item(),
-    }
+    (logits,) = session.run(["logits"], {"images": images.numpy()})
+    return torch.from_numpy(logits)
 
 
-def compare_exported(path: str | Path, model: nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """The same check for a ``torch.export`` program (.pt2)."""
-    program = load_exported(path)
+def check_export(
+    path: str | Path, model: nn.Module, images: torch.Tensor, *, format: str
+) -> dict[str, float]:
+    """Runs the exported file (onnxruntime, or the ``torch.export`` program) and the fp32 model
+    on ``images``: ``{"agreement": fraction of pixels with the same argmax, "max_abs_diff"}``."""
     with torch.no_grad():
-        got = program.module()(images)
         expected = model.eval().float()(images)
-    return {
-        "agreement": (got.argmax(1) == expected.argmax(1)).float().mean().item(),
-        "max_abs_diff": (got - expected).abs().max().item(),
-    }
+        got = run_onnx(path, images) if format == "onnx" else load_exported(path).module()(images)
+    return compare_logits(got, expected)

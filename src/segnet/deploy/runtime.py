@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from ..errors import SegNetError
+from ..errors import ArgumentError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -23,11 +23,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SegNetError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        raise ArgumentError("device", f"{name}: no CUDA GPU is available here; use `device` cpu")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise SegNetError(f"--device {name}: not a device (use cpu, cuda or cuda:N)") from None
+        raise ArgumentError("device", f"{name}: not a device (use cpu, cuda or cuda:N)") from None
 
 
 def cpu_has_native_bf16() -> bool:
@@ -40,13 +40,15 @@ def cpu_has_avx512() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in PRECISIONS:
-        raise SegNetError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ArgumentError(
+            "precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
         return "fp32"  # measured: bf16 was slower on every CPU tried (module docstring)
     if precision == "fp16" and device.type == "cpu":
-        raise SegNetError("--precision fp16 needs a GPU; on CPU use bf16 or fp32")
+        raise ArgumentError("precision", "fp16 needs a GPU; on CPU use bf16 or fp32")
     return precision
 
 

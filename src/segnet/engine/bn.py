@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
-from ..errors import SegNetError
+from ..errors import ArgumentError
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -93,7 +93,7 @@ def recompute_bn_statistics(
     Returns ``{"layers": number of BN layers updated, "images": images used}``.
     """
     if batch_size < 1:
-        raise SegNetError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ArgumentError("batch_size", f"must be >= 1, got {batch_size}")
     layers = bn_layers(model)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if not layers or count == 0:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..data.base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from ..errors import SegNetError
+from ..errors import ArgumentError
 from ..files import atomic_write
 from ..models import build_model
 
@@ -87,15 +87,17 @@ def save_checkpoint(
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise SegNetError(f"--checkpoint {path}: file not found")
+        raise ArgumentError("checkpoint", f"{path}: file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle/zip errors come in many types
-        raise SegNetError(
-            f"--checkpoint {path}: not a readable checkpoint ({type(error).__name__})"
+        raise ArgumentError(
+            "checkpoint", f"{path}: not a readable checkpoint ({type(error).__name__})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise SegNetError(f"--checkpoint {path}: not a segnet checkpoint (made by `segnet train`?)")
+        raise ArgumentError(
+            "checkpoint", f"{path}: not a segnet checkpoint (made by segnet train?)"
+        )
     return payload
 
 
@@ -106,19 +108,20 @@ def load_model(
     payload = read_checkpoint(path)
     config = ModelConfig.from_dict(payload)
     if expect_model is not None and expect_model != config.name:
-        raise SegNetError(
-            f"--checkpoint {path}: holds a {config.name!r} model, not {expect_model!r}"
+        raise ArgumentError(
+            "checkpoint", f"{path}: holds a {config.name!r} model, not {expect_model!r}"
         )
     if expect_num_classes is not None and expect_num_classes != config.num_classes:
-        raise SegNetError(
-            f"--checkpoint {path}: trained for {config.num_classes} classes, the data has {expect_num_classes}"
+        raise ArgumentError(
+            "checkpoint",
+            f"{path}: trained for {config.num_classes} classes, the data has {expect_num_classes}",
         )
     model = config.build()
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
-        raise SegNetError(
-            f"--checkpoint {path}: weights do not fit {config.name!r}: {first[0].strip()}"
+        raise ArgumentError(
+            "checkpoint", f"{path}: weights do not fit {config.name!r}: {first[0].strip()}"
         ) from None
     return model.eval(), config, payload

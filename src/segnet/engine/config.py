@@ -1,4 +1,5 @@
-"""Training arguments: one typed dataclass, validated where errors can name the CLI flag.
+"""Training arguments: one typed dataclass whose keys are the ``segnet train`` flags' words
+(``batch_size`` is ``--batch-size``), validated on construction; an error names the key.
 
 Defaults are the paper's recipe (Sec. 4.1 and the authors' solver files): SGD, momentum 0.9,
 weight decay 5e-4, batch 4, constant learning rate -- 0.1 for the SegNet-Basic family, 0.001
@@ -14,17 +15,15 @@ from typing import Any
 
 import yaml
 
-from ..errors import SegNetError
+from ..data import DATASETS
+from ..data.stats import WEIGHTING
+from ..deploy.runtime import PRECISIONS
+from ..errors import ArgumentError
+from ..models import model_entry
 
-DATASETS = ("camvid", "sunrgbd", "folder", "synthetic")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "poly", "cosine")
-
-
-def default_lr(model: str) -> float:
-    """The authors' rates: 0.1 for SegNet-Basic and its Table 1 variants, 0.001 otherwise."""
-    basic_family = ("basic", "bilinear_interpolation")
-    return 0.1 if any(key in model for key in basic_family) else 0.001
+CLASS_WEIGHTS = WEIGHTING  # or a JSON file of K numbers
 
 
 @dataclass
@@ -35,7 +34,7 @@ class TrainConfig:
     out: str = "runs/train"
     epochs: int = 100
     batch_size: int = 4
-    lr: float | None = None  # None: the paper's rate for the model (default_lr)
+    lr: float | None = None  # None: the paper's rate for the model (its registry entry)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     optimizer: str = "sgd"
@@ -63,36 +62,28 @@ class TrainConfig:
     max_batches: int | None = None  # cap batches per epoch (quick checks)
 
     def __post_init__(self) -> None:
+        def one_of(choices) -> str:
+            return f"one of {', '.join(choices)}"
+
         checks = [
-            (self.dataset in DATASETS, "--dataset", f"one of {', '.join(DATASETS)}"),
-            (
-                self.data is not None or self.dataset == "synthetic",
-                "--data",
-                "required for this dataset",
-            ),
-            (self.epochs >= 1, "--epochs", "at least 1"),
-            (self.batch_size >= 1, "--batch-size", "at least 1"),
-            (self.lr is None or self.lr > 0, "--lr", "positive"),
-            (self.optimizer in OPTIMIZERS, "--optimizer", f"one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, "--schedule", f"one of {', '.join(SCHEDULES)}"),
-            (
-                self.crop is None or (len(self.crop) == 2 and min(self.crop) >= 32),
-                "--crop",
-                "H W, each >= 32",
-            ),
-            (
-                len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
-                "--scale",
-                "MIN MAX with 0 < MIN <= MAX",
-            ),
-            (self.num_workers >= 0, "--num-workers", "0 or more"),
-            (self.val_every >= 1, "--val-every", "at least 1"),
-        ]
-        for ok, flag, requirement in checks:
+            (self.dataset in DATASETS, "dataset", one_of(DATASETS)),
+            (self.data is not None or not DATASETS[self.dataset].needs_root, "data", "given for this dataset"),
+            (self.epochs >= 1, "epochs", "at least 1"),
+            (self.batch_size >= 1, "batch_size", "at least 1"),
+            (self.lr is None or self.lr > 0, "lr", "positive"),
+            (self.optimizer in OPTIMIZERS, "optimizer", one_of(OPTIMIZERS)),
+            (self.schedule in SCHEDULES, "schedule", one_of(SCHEDULES)),
+            (self.precision in PRECISIONS, "precision", one_of(PRECISIONS)),
+            (self.crop is None or (len(self.crop) == 2 and min(self.crop) >= 32), "crop", "H W, each >= 32"),
+            (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale", "MIN MAX with 0 < MIN <= MAX"),
+            (self.num_workers >= 0, "num_workers", "0 or more"),
+            (self.val_every >= 1, "val_every", "at least 1"),
+        ]  # fmt: skip
+        for ok, key, requirement in checks:
             if not ok:
-                raise SegNetError(f"{flag}: must be {requirement}")
+                raise ArgumentError(key, f"must be {requirement}")
         if self.lr is None:
-            self.lr = default_lr(self.model)
+            self.lr = model_entry(self.model).default_lr
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,22 +95,38 @@ class TrainConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @classmethod
+    def for_resume(
+        cls, run_dir: str | Path, *, config_file: str | None, overrides: dict[str, Any]
+    ) -> TrainConfig:
+        """The config a run in ``run_dir`` was started with (from its ``last.pt``), then the
+        file's values, then overrides (those not None); ``out`` stays ``run_dir``."""
+        from .checkpoint import read_checkpoint
+
+        try:
+            saved = read_checkpoint(Path(run_dir) / "last.pt")["train_config"]
+        except ArgumentError as error:  # the file came from `resume`, not `checkpoint`
+            raise error.renamed("resume") from None
+        values = {**saved, **(read_yaml(Path(config_file)) if config_file else {})}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{**values, "out": str(run_dir)})
+
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise SegNetError(f"--config {path}: file not found") from None
+        raise ArgumentError("config", f"{path}: file not found") from None
     except yaml.YAMLError as error:
-        raise SegNetError(
-            f"--config {path}: not valid YAML ({str(error).splitlines()[0]})"
+        raise ArgumentError(
+            "config", f"{path}: not valid YAML ({str(error).splitlines()[0]})"
         ) from None
     if not isinstance(values, dict):
-        raise SegNetError(f"--config {path}: expected a mapping of training keys")
+        raise ArgumentError("config", f"{path}: expected a mapping of training keys")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise SegNetError(
-            f"--config {path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}"
+        raise ArgumentError(
+            "config", f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}"
         )
     return values

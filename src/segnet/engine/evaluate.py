@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
-from ..deploy.optimize import InferenceModel, optimize_for_inference
-from ..deploy.runtime import autocast
+from ..deploy.optimize import optimize_for_inference
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    *,
-    device: torch.device,
-    precision: str = "fp32",
-    mc_samples: int = 0,
-) -> torch.Tensor:
-    """(N, 3, H, W) normalised images -> (N, K, H, W) class probabilities (softmax).
-
-    With ``mc_samples`` > 0 dropout stays on and the probabilities are the mean over samples
-    (Bayesian SegNet); otherwise a single deterministic pass.
-    """
-    images = images.to(device)
-    if device.type == "cpu" or precision != "fp32":
-        images = images.contiguous(memory_format=torch.channels_last)
-    samples = max(1, mc_samples)
-    probs = None
-    for _ in range(samples):
-        # An optimized model already runs in its precision: no autocast around it.
-        with (
-            contextlib.nullcontext()
-            if isinstance(model, InferenceModel)
-            else autocast(device, precision)
-        ):
-            p = model(images).float().softmax(dim=1)
-        probs = p if probs is None else probs + p
-    return probs / samples
+from .inference import predict_probabilities
 
 
 def evaluate(
@@ -77,24 +44,14 @@ def evaluate(
     model.eval()
     if optimize:
         model = optimize_for_inference(model, precision=precision, device=device)
-    if mc_samples:
-        from ..models import set_mc_dropout
-
-        set_mc_dropout(model, True)
-    try:
-        for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-            probs = predict_logits(
-                model, images, device=device, precision=precision, mc_samples=mc_samples
-            )
-            preds = probs.argmax(dim=1).cpu()
-            confusion.update(preds, masks)
-            if bf is not None:
-                bf.update(preds, masks)
-    finally:
-        if mc_samples:
-            from ..models import set_mc_dropout
-
-            set_mc_dropout(model, False)
+    for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        probs = predict_probabilities(
+            model, images, device=device, precision=precision, mc_samples=mc_samples
+        )
+        preds = probs.mean.argmax(dim=1).cpu()  # (N, H, W)
+        confusion.update(preds, masks)
+        if bf is not None:
+            bf.update(preds, masks)
     metrics = confusion.compute(info.class_names)
     if bf is not None:
         metrics["bf"] = bf.compute()

@@ -16,7 +16,7 @@ from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
 from ..deploy.optimize import optimize_for_inference
 from ..errors import SegNetError
 from .checkpoint import ModelConfig
-from .evaluate import predict_logits
+from .inference import predict_probabilities
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
@@ -80,25 +80,13 @@ class Segmenter:
         """(H, W, 3) uint8 -> labels (H, W) uint8 and, with MC dropout, uncertainty (H, W) float32
         (per-class variance of the softmax samples averaged over classes, Bayesian SegNet)."""
         images = normalize(torch.from_numpy(np.array(image)))[None]  # (1, 3, H, W)
-        if not mc_samples:
-            probs = predict_logits(self.model, images, device=self.device, precision=self.precision)
-            return probs[0].argmax(0).byte().cpu().numpy(), None
-        from ..models import set_mc_dropout
-
-        set_mc_dropout(self.model, True)
-        try:
-            samples = torch.stack(
-                [
-                    predict_logits(
-                        self.model, images, device=self.device, precision=self.precision
-                    )[0]
-                    for _ in range(mc_samples)
-                ]
-            )  # (S, K, H, W)
-        finally:
-            set_mc_dropout(self.model, False)
-        labels = samples.mean(0).argmax(0).byte().cpu().numpy()
-        return labels, samples.var(0, unbiased=False).mean(0).cpu().numpy().astype(np.float32)
+        probs = predict_probabilities(
+            self.model, images, device=self.device, precision=self.precision, mc_samples=mc_samples
+        )
+        labels = probs.mean[0].argmax(0).byte().cpu().numpy()  # (H, W)
+        if probs.uncertainty is None:
+            return labels, None
+        return labels, probs.uncertainty[0].cpu().numpy().astype(np.float32)
 
 
 def write_prediction(

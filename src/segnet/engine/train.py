@@ -32,7 +32,7 @@ from ..data.base import SegmentationDataset
 from ..data.stats import resolve_class_weights
 from ..data.transforms import Augment, AugmentedDataset
 from ..deploy.runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
 from ..files import atomic_write
 from .checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -126,7 +126,7 @@ def train_one_epoch(
             logits = model(images)  # (N, K, H, W)
         loss = loss_fn(logits, masks)
         if not torch.isfinite(loss):
-            raise SegNetError(f"training diverged (loss {loss.item()}) at {desc}; try a lower --lr")
+            raise SegNetError(f"training diverged (loss {loss.item()}) at {desc}; try a lower `lr`")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # a no-op scale unless fp16
         scaler.step(optimizer)
@@ -217,11 +217,14 @@ def warm_start(model: nn.Module, model_config: ModelConfig, path: str) -> None:
         source, source_config, _ = load_model(
             path, expect_model=model_config.name, expect_num_classes=model_config.num_classes
         )
-    except SegNetError as error:
-        raise SegNetError(str(error).replace("--checkpoint", "--init-weights", 1)) from None
+    except ArgumentError as error:  # about the file: say which flag gave it
+        if error.name != "checkpoint":
+            raise
+        raise error.renamed("init_weights") from None
     if source_config.options != model_config.options:
-        raise SegNetError(
-            f"--init-weights {path}: built with options {source_config.options}, this run uses {model_config.options}"
+        raise ArgumentError(
+            "init_weights",
+            f"{path}: built with options {source_config.options}, this run uses {model_config.options}",
         )
     model.load_state_dict(source.state_dict())
 

@@ -32,7 +32,7 @@ def weights_path(model: str, weights: str) -> Path:
     path = WEIGHTS_DIR / f"{model}__{weights}.pt"
     if not path.is_file():
         shipped = ", ".join(
-            f"--model {m} --weights {w}" for m, ws in available_weights().items() for w in ws
+            f"{m} with weights {w}" for m, ws in available_weights().items() for w in ws
         )
         raise SegNetError(
             f"no shipped weights {weights!r} for model {model!r}; available: {shipped or 'none'}"
@@ -43,6 +43,21 @@ def weights_path(model: str, weights: str) -> Path:
 def load_pretrained_with_config(model: str, weights: str) -> tuple[nn.Module, ModelConfig]:
     net, config, _ = load_model(weights_path(model, weights), expect_model=model)
     return net.float().eval(), config
+
+
+def load_for_inference(
+    *, checkpoint: str | Path | None = None, model: str | None = None, weights: str | None = None
+) -> tuple[nn.Module, ModelConfig]:
+    """A trained model and its config from either a checkpoint or the package's shipped weights
+    (``model`` + ``weights``): what ``predict``, ``benchmark`` and ``serve`` accept."""
+    if (checkpoint is None) != (model is not None and weights is not None) or (
+        checkpoint is not None and (model is not None or weights is not None)
+    ):
+        raise SegNetError("give either `checkpoint` CKPT or `model` NAME `weights` NAME")
+    if checkpoint is not None:
+        net, config, _ = load_model(checkpoint)
+        return net, config
+    return load_pretrained_with_config(model or "", weights or "")
 
 
 def load_pretrained(model: str, weights: str) -> nn.Module:

@@ -3,22 +3,20 @@ plus U-Net and a ResNet-50 SegNet. Merged into the registry ``MODELS``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
 from .deconvnet import deconvnet
 from .deeplab import deeplab_largefov
 from .fcn import fcn8s, fcn16s, fcn32s
+from .registry import DEEP_LR, ModelEntry
 from .resnet import segnet_resnet50
 from .unet import unet
 
-COMPARISON_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "fcn32s": fcn32s,
-    "fcn16s": fcn16s,
-    "fcn8s": fcn8s,
-    "deeplab_largefov": deeplab_largefov,
-    "deconvnet": deconvnet,
-    "unet": unet,
-    "segnet_resnet50": segnet_resnet50,
+VGG, RESNET = "vgg16_bn", "resnet50"  # the ImageNet files their encoders load
+COMPARISON_MODELS: dict[str, ModelEntry] = {
+    "fcn32s": ModelEntry(fcn32s, default_lr=DEEP_LR, imagenet_encoder=VGG),
+    "fcn16s": ModelEntry(fcn16s, default_lr=DEEP_LR, imagenet_encoder=VGG),
+    "fcn8s": ModelEntry(fcn8s, default_lr=DEEP_LR, imagenet_encoder=VGG),
+    "deeplab_largefov": ModelEntry(deeplab_largefov, default_lr=DEEP_LR, imagenet_encoder=VGG),
+    "deconvnet": ModelEntry(deconvnet, default_lr=DEEP_LR, imagenet_encoder=VGG),
+    "unet": ModelEntry(unet, default_lr=DEEP_LR),
+    "segnet_resnet50": ModelEntry(segnet_resnet50, default_lr=DEEP_LR, imagenet_encoder=RESNET),
 }

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from .encoders import Stage, vgg16_encoder
@@ -47,7 +48,13 @@ class DeconvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3) -> None:
         # skip_init: the weights are initialised once, by init_msra (fc6-deconv has 103M).
-        deconv = nn.utils.skip_init(SameConvTranspose2d, in_channels, out_channels, kernel_size)
+        deconv = nn.utils.skip_init(
+            SameConvTranspose2d,
+            in_channels,
+            out_channels,
+            kernel_size,
+            device=torch.get_default_device(),
+        )
         super().__init__(deconv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
@@ -75,7 +82,7 @@ class DeconvNet(nn.Module):
         # fc6 is ConvBNReLU(width, 4096, kernel_size=7) (pad 3, 'same') with a SameConv2d,
         # fast on tiny maps, built with skip_init: its 103M weights are initialised once.
         self.fc6 = nn.Sequential(
-            nn.utils.skip_init(SameConv2d, width, FC_WIDTH, 7),
+            nn.utils.skip_init(SameConv2d, width, FC_WIDTH, 7, device=torch.get_default_device()),
             nn.BatchNorm2d(FC_WIDTH),
             nn.ReLU(inplace=True),
         )

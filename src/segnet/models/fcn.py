@@ -36,37 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import vgg16_encoder
-from .layers import SameConv2d, init_msra
+from .layers import BilinearDeconv, SameConv2d, init_msra
 
 FC_WIDTH = 4096  # VGG16's fully connected width
-
-
-def bilinear_weight(channels: int, factor: int) -> Tensor:
-    """(C, C, 2f, 2f) transposed-conv weight: per-channel bilinear x``factor`` upsampling."""
-    size = 2 * factor
-    center = factor - 0.5  # even kernel: the tent's peak sits between the two middle taps
-    taps = 1 - (torch.arange(size, dtype=torch.float32) - center).abs() / factor  # (2f,)
-    tent = taps[:, None] * taps[None, :]  # (2f, 2f)
-    weight = torch.zeros(channels, channels, size, size)
-    weight[range(channels), range(channels)] = tent
-    return weight
-
-
-class BilinearDeconv(nn.ConvTranspose2d):
-    """Learnt x``factor`` upsampling (K -> K, kernel 2f, stride f), initialised bilinear.
-
-    (N, K, h, w) -> (N, K, f*h, f*w); the caller crops to the exact size it needs.
-    """
-
-    _keep_init = True  # init_msra must not overwrite the bilinear start
-
-    def __init__(self, channels: int, *, factor: int) -> None:
-        super().__init__(
-            channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False
-        )
-        self.factor = factor
-        with torch.no_grad():
-            self.weight.copy_(bilinear_weight(channels, factor))
 
 
 def _crop(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -95,7 +67,9 @@ class FCN(nn.Module):
         self.encoder = vgg16_encoder(in_channels=in_channels)
         widths = self.encoder.widths  # [64, 128, 256, 512, 512]
         # skip_init: the 103M-weight fc6 is initialised once, by init_msra below.
-        self.fc6 = nn.utils.skip_init(SameConv2d, widths[-1], FC_WIDTH, 7)  # pad 3
+        self.fc6 = nn.utils.skip_init(  # pad 3; on the default device, so meta builds stay meta
+            SameConv2d, widths[-1], FC_WIDTH, 7, device=torch.get_default_device()
+        )
         self.fc7 = nn.Conv2d(FC_WIDTH, FC_WIDTH, 1)
         self.relu = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(dropout)

@@ -18,8 +18,9 @@ violation raises :class:`SegNetError` naming the key, and nothing is copied befo
 VGG's fully connected layers as convs (FCN, DeconvNet: ``fc6`` 7x7 512 -> 4096, ``fc7`` 1x1
 4096 -> 4096) also take ``classifier.0`` / ``classifier.3`` reshaped, as their papers did.
 
-Which models have such an encoder: :data:`ENCODER_WEIGHTS` (model name -> the ImageNet file
-``source="imagenet"`` downloads for it).
+Which models have such an encoder, and which file ``source="imagenet"`` downloads for each: the
+registry's ``ModelEntry.imagenet_encoder`` (:func:`imagenet_encoders`). Any vgg16 / vgg16_bn
+file fits the VGG16 ones (with BN, as SegNet's encoder).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SegNetError
+from . import MODELS
 from .encoders import VGG16_BLOCKS
 from .resnet import RESNET50_LAYERS, ResNetEncoder
 
@@ -41,19 +43,6 @@ IMAGENET_URLS = {
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
 }
 FAMILY = {"vgg16": "vgg16", "vgg16_bn": "vgg16", "resnet50": "resnet50"}  # arch -> encoder kind
-
-# Registered models with an ImageNet-initialisable encoder -> the file "imagenet" loads.
-# Any vgg16 / vgg16_bn file fits the VGG16 ones (with BN, as SegNet's encoder).
-ENCODER_WEIGHTS: dict[str, str] = {
-    "segnet": "vgg16_bn",
-    "bayesian_segnet": "vgg16_bn",
-    "fcn32s": "vgg16_bn",
-    "fcn16s": "vgg16_bn",
-    "fcn8s": "vgg16_bn",
-    "deeplab_largefov": "vgg16_bn",
-    "deconvnet": "vgg16_bn",
-    "segnet_resnet50": "resnet50",
-}
 
 VGG_FC = (4096, 512 * 7 * 7)  # ImageNet classifier.0 (fc6) and classifier.3 (fc7): 4096 wide
 
@@ -93,6 +82,11 @@ def _vgg_layers(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]] | No
     return layers if vgg and [conv.out_channels for conv, _ in layers] == widths else None
 
 
+def imagenet_encoders() -> dict[str, str]:
+    """Registered model -> the torchvision ImageNet file its encoder loads."""
+    return {name: e.imagenet_encoder for name, e in MODELS.items() if e.imagenet_encoder}
+
+
 def encoder_arch(model: nn.Module) -> str:
     """The ImageNet file that fits ``model.encoder``: ``"vgg16_bn"`` or ``"resnet50"``."""
     encoder = getattr(model, "encoder", None)
@@ -104,7 +98,7 @@ def encoder_arch(model: nn.Module) -> str:
         return "vgg16_bn"
     raise SegNetError(
         f"{type(model).__name__} has no ImageNet-pretrained encoder; models that have one: "
-        f"{', '.join(ENCODER_WEIGHTS)}"
+        f"{', '.join(imagenet_encoders())}"
     )
 
 
@@ -198,7 +192,7 @@ def _download(arch: str) -> dict[str, Tensor]:
         cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
         raise SegNetError(
             f"could not download the ImageNet {arch} weights from {url} ({error}). Download that "
-            f"file where there is internet access and pass it as --encoder-weights FILE, or copy "
+            f"file where there is internet access and pass it as `encoder_weights` FILE, or copy "
             f"it to {cached}"
         ) from error
 
@@ -232,7 +226,7 @@ def load_encoder_weights(model: nn.Module, source: str | Path, *, arch: str | No
     if first.in_channels != 3:
         raise SegNetError(
             f"ImageNet encoders take 3-channel RGB images but this model takes {first.in_channels} "
-            "channels; build it with in_channels=3 or train it without --encoder-weights"
+            "channels; build it with in_channels=3 or train it without `encoder_weights`"
         )
     if str(source) == "imagenet":
         arch = arch or family

@@ -310,6 +310,46 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
         return F.conv_transpose2d(x, weight, self.bias, padding=padding)
 
 
+def bilinear_kernel(channels: int, *, factor: int, kernel_size: int | None = None) -> Tensor:
+    """(C, C, k, k) transposed-conv weight performing per-channel bilinear x``factor`` upsampling.
+
+    The 2f-wide tent of bilinear interpolation (x2: 0.25, 0.75, 0.75, 0.25 per axis) sits at the
+    centre of the k x k kernel (k = 2f by default; FCN-Basic's x2 deconvolutions are 8x8, the
+    taps around the tent start at zero and are learned), on the channel diagonal.
+    """
+    size = 2 * factor
+    kernel_size = kernel_size or size
+    if kernel_size < size or (kernel_size - size) % 2:
+        raise ValueError(f"kernel_size must be 2 * factor + an even number, got {kernel_size}")
+    center = factor - 0.5  # even tent: the peak sits between the two middle taps
+    taps = 1 - (torch.arange(size, dtype=torch.float32) - center).abs() / factor  # (2f,)
+    tent = torch.zeros(kernel_size)
+    start = (kernel_size - size) // 2
+    tent[start : start + size] = taps
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+    weight[range(channels), range(channels)] = torch.outer(tent, tent)
+    return weight
+
+
+class BilinearDeconv(nn.ConvTranspose2d):
+    """Learned x``factor`` upsampling (C -> C, stride f, no bias, as FCN's Caffe Deconvolution
+    layers), initialised to bilinear interpolation: (N, C, h, w) -> (N, C, f*h, f*w); the caller
+    crops to the exact size it needs. Padding (k - f) / 2 makes the output exactly f times larger.
+    """
+
+    _keep_init = True  # init_msra leaves the bilinear start alone
+
+    def __init__(self, channels: int, *, factor: int, kernel_size: int | None = None) -> None:
+        kernel_size = kernel_size or 2 * factor
+        padding = (kernel_size - factor) // 2
+        super().__init__(
+            channels, channels, kernel_size, stride=factor, padding=padding, bias=False
+        )
+        self.factor = factor
+        with torch.no_grad():
+            self.weight.copy_(bilinear_kernel(channels, factor=factor, kernel_size=kernel_size))
+
+
 def init_msra(module: nn.Module) -> None:
     """He (MSRA) initialisation, as the authors' solver files: convs N(0, 2/fan_in), BN 1/0."""
     for m in module.modules():

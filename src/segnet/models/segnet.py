@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .encoders import VGG16_BLOCKS, PoolingEncoder
 from .layers import ConvBNReLU, MaxUnpool2x2, init_msra, stack_blocks
+from .registry import BASIC_LR, DEEP_LR, ModelEntry
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,18 @@ def bayesian_segnet_basic(
     return segnet_basic(
         num_classes=num_classes, in_channels=in_channels, dropout=dropout, input_lrn=input_lrn
     )
+
+
+SEGNET_MODELS: dict[str, ModelEntry] = {
+    "segnet": ModelEntry(
+        segnet, default_lr=DEEP_LR, imagenet_encoder="vgg16_bn", spec=SEGNET_VGG16
+    ),
+    "segnet_basic": ModelEntry(segnet_basic, default_lr=BASIC_LR, spec=SEGNET_BASIC),
+    # dropout is off at inference: the reference twin is the same network
+    "bayesian_segnet": ModelEntry(
+        bayesian_segnet, default_lr=DEEP_LR, imagenet_encoder="vgg16_bn", spec=SEGNET_VGG16
+    ),
+    "bayesian_segnet_basic": ModelEntry(
+        bayesian_segnet_basic, default_lr=BASIC_LR, spec=SEGNET_BASIC
+    ),
+}

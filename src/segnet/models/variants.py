@@ -25,16 +25,16 @@ The paper gives parameter counts rounded to a 0.025M grid (SegNet-Basic: exactly
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .encoders import PoolingEncoder, Stage
-from .layers import ConvBNReLU, init_msra, max_unpool_2x2
+from .layers import BilinearDeconv, ConvBNReLU, init_msra, max_unpool_2x2
+from .registry import BASIC_LR, ModelEntry
 from .segnet import SEGNET_BASIC
 
 Upsample = Literal["unpool", "bilinear", "deconv"]
@@ -90,37 +90,9 @@ class BilinearUpsample(nn.Module):
         return x[:, :, : stage.size[0], : stage.size[1]]  # (N, C, H_i, W_i)
 
 
-def bilinear_kernel(channels: int, kernel_size: int = DECONV_KERNEL_SIZE) -> Tensor:
-    """(C, C, k, k) transposed-conv weight that performs bilinear x2 upsampling per channel.
-
-    The 4x4 tent of x2 bilinear interpolation, (0.25, 0.75, 0.75, 0.25) per axis, sits at the
-    centre of the k x k kernel (zeros around it, learned later), on the channel diagonal. With
-    stride 2 and padding (k - 2) // 2 the output equals ``F.interpolate(x, scale_factor=2,
-    mode="bilinear")`` everywhere but the one-pixel border (where the deconv sees zero padding).
-    """
-    if kernel_size < 4 or kernel_size % 2:
-        raise ValueError(f"kernel_size must be even and >= 4, got {kernel_size}")
-    tent = torch.zeros(kernel_size)
-    start = (kernel_size - 4) // 2
-    tent[start : start + 4] = torch.tensor([0.25, 0.75, 0.75, 0.25])
-    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
-    weight[range(channels), range(channels)] = torch.outer(tent, tent)
-    return weight
-
-
-class BilinearDeconv(nn.ConvTranspose2d):
-    """FCN upsampling: learned x2 transposed conv (C -> C, 8x8, no bias as FCN's upscore
-    layers), initialised to bilinear interpolation; output cropped to the stage size."""
-
-    _keep_init = True  # init_msra leaves the bilinear weights alone
-
-    def __init__(self, channels: int, *, kernel_size: int = DECONV_KERNEL_SIZE) -> None:
-        # out = 2 * in exactly: (in - 1) * 2 - 2 * pad + k with pad = (k - 2) / 2.
-        super().__init__(
-            channels, channels, kernel_size, stride=2, padding=(kernel_size - 2) // 2, bias=False
-        )
-        with torch.no_grad():
-            self.weight.copy_(bilinear_kernel(channels, kernel_size))
+class StageDeconv(BilinearDeconv):
+    """FCN-Basic upsampling: a learned x2 8x8 deconvolution (C -> C, bilinear init) whose output
+    is cropped to the stage size."""
 
     def forward(self, x: Tensor, stage: Stage) -> Tensor:  # type: ignore[override]
         x = super().forward(x)  # (N, C, 2h, 2w)
@@ -132,7 +104,7 @@ def _upsampler(kind: Upsample, channels: int) -> nn.Module:
         return IndexUnpool()
     if kind == "bilinear":
         return BilinearUpsample()
-    return BilinearDeconv(channels)
+    return StageDeconv(channels, factor=2, kernel_size=DECONV_KERNEL_SIZE)
 
 
 def _decoder_conv(kind: DecoderConv | None, channels: int, kernel_size: int) -> nn.Module:
@@ -304,12 +276,15 @@ def fcn_basic_no_addition_no_dim_reduction(
     )
 
 
-VARIANT_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "bilinear_interpolation": bilinear_interpolation,
-    "segnet_basic_encoder_addition": segnet_basic_encoder_addition,
-    "segnet_basic_single_channel_decoder": segnet_basic_single_channel_decoder,
-    "fcn_basic": fcn_basic,
-    "fcn_basic_no_addition": fcn_basic_no_addition,
-    "fcn_basic_no_dim_reduction": fcn_basic_no_dim_reduction,
-    "fcn_basic_no_addition_no_dim_reduction": fcn_basic_no_addition_no_dim_reduction,
+VARIANT_MODELS: dict[str, ModelEntry] = {  # paper Table 1; all trained at SegNet-Basic's rate
+    name: ModelEntry(builder, default_lr=BASIC_LR)
+    for name, builder in (
+        ("bilinear_interpolation", bilinear_interpolation),
+        ("segnet_basic_encoder_addition", segnet_basic_encoder_addition),
+        ("segnet_basic_single_channel_decoder", segnet_basic_single_channel_decoder),
+        ("fcn_basic", fcn_basic),
+        ("fcn_basic_no_addition", fcn_basic_no_addition),
+        ("fcn_basic_no_dim_reduction", fcn_basic_no_dim_reduction),
+        ("fcn_basic_no_addition_no_dim_reduction", fcn_basic_no_addition_no_dim_reduction),
+    )
 }

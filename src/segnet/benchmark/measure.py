@@ -1,0 +1,237 @@
+"""Measuring one model: ours (the registered model, made inference-ready by
+:func:`segnet.optimize_for_inference` for inference, and in train mode in the memory layout
+``segnet train`` uses by default for training) beside its plain-PyTorch reference twin.
+
+* ``forward_ms`` -- one inference forward of ``batch`` images (median over ``repeats``);
+* ``train_forward_ms`` / ``backward_ms`` -- forward and backward of one training step (cross
+  entropy); ``train_images_per_s`` = batch / (forward + backward);
+* ``inference_mb`` / ``training_mb`` -- peak memory growth during one forward / one training
+  step, in a pass of its own (:class:`~.memory.PeakMemory`);
+* ``indices_mb`` -- pooling indices kept for the backward pass of one training step.
+
+Ours and the reference alternate within each repeat, so a machine busy with other work slows
+both alike; the ratios are the figures to read.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.base import normalize
+from ..data.io import read_image
+from ..deploy.optimize import optimize_for_inference
+from ..deploy.runtime import autocast, resolve_channels_last, resolve_precision
+from ..engine.weights import load_for_inference
+from ..metrics import pixel_agreement
+from ..models import build_model, model_entry
+from .memory import MB, PeakMemory, saved_indices_mb
+from .reference import reference_model
+
+
+@dataclass
+class Measurement:
+    """One model, one implementation; None where not measured (no reference, no memory probe)."""
+
+    model: str
+    implementation: str
+    parameters: int
+    size_mb: float
+    forward_ms: float
+    images_per_s: float
+    train_forward_ms: float | None = None
+    backward_ms: float | None = None
+    train_images_per_s: float | None = None
+    inference_mb: float | None = None
+    training_mb: float | None = None
+    indices_mb: float | None = None
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000
+
+
+class Runner:
+    """The inference and training closures of one implementation, with their measurements."""
+
+    def __init__(
+        self, name: str, infer: nn.Module, train: nn.Module, images, masks, device, precision
+    ) -> None:
+        self.name, self.infer, self.train, self.device = name, infer, train, device
+        self.images, self.masks, self.precision = images, masks, precision
+        self.times: dict[str, list[float]] = {"forward": [], "train_forward": [], "backward": []}
+        self.memory: dict[str, list[float]] = {"inference": [], "training": []}
+
+    def infer_once(self, *, memory: bool = False) -> None:
+        with torch.no_grad():
+            if memory:
+                with PeakMemory(self.device) as peak:
+                    self.infer(self.images)
+                if peak.mb is not None:
+                    self.memory["inference"].append(peak.mb)
+            else:
+                self.times["forward"].append(_timed(lambda: self.infer(self.images), self.device))
+
+    def train_once(self, *, memory: bool = False) -> None:
+        self.train.zero_grad(set_to_none=True)
+        holder = {}
+
+        def forward() -> None:
+            with autocast(self.device, self.precision):
+                holder["loss"] = F.cross_entropy(self.train(self.images).float(), self.masks)
+
+        if memory:
+            with PeakMemory(self.device) as peak:
+                forward()
+                holder.pop("loss").backward()
+            if peak.mb is not None:
+                self.memory["training"].append(peak.mb)
+        else:
+            self.times["train_forward"].append(_timed(forward, self.device))
+            self.times["backward"].append(
+                _timed(lambda: holder.pop("loss").backward(), self.device)
+            )
+
+    def summary(self, model: str, batch: int, training: bool) -> Measurement:
+        median = lambda values: statistics.median(values) if values else None  # noqa: E731
+        params = sum(p.numel() for p in self.train.parameters())
+        forward = median(self.times["forward"])
+        row = Measurement(
+            model=model, implementation=self.name, parameters=params, size_mb=params * 4 / MB,
+            forward_ms=forward, images_per_s=1000 * batch / forward,
+            inference_mb=median(self.memory["inference"]),
+        )  # fmt: skip
+        if training:
+            row.train_forward_ms = median(self.times["train_forward"])
+            row.backward_ms = median(self.times["backward"])
+            row.train_images_per_s = 1000 * batch / (row.train_forward_ms + row.backward_ms)
+            row.training_mb = median(self.memory["training"])
+            row.indices_mb = saved_indices_mb(self.train, self.images[:1]) * batch
+        return row
+
+
+def copy_for_training(model: nn.Module, *, channels_last: bool) -> nn.Module:
+    trainable = copy.deepcopy(model).train()
+    trainable.requires_grad_(True)
+    return trainable.to(memory_format=torch.channels_last) if channels_last else trainable
+
+
+def _load(
+    name: str, num_classes: int, checkpoint: str | None, weights: str | None
+) -> tuple[str, nn.Module, int, int]:
+    """(name, eval-mode model, num_classes, in_channels): a checkpoint's, shipped weights, or
+    a freshly initialised model."""
+    if checkpoint is not None or weights is not None:
+        model, config = load_for_inference(
+            checkpoint=checkpoint, model=None if checkpoint else name, weights=weights
+        )
+        return config.name, model.float().eval(), config.num_classes, config.in_channels
+    return name, build_model(name, num_classes=num_classes).eval(), num_classes, 3
+
+
+def _runners(
+    name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device, precision,
+    compile: bool, num_classes: int, in_channels: int,
+) -> list[Runner]:  # fmt: skip
+    """Ours (and the reference, where the registry names a plain-SegNet twin), ready to run."""
+    images, masks = inputs
+    train_layout = resolve_channels_last(None, device)  # what `segnet train` uses by default
+    layout = torch.channels_last if train_layout else torch.contiguous_format
+    optimized = optimize_for_inference(model, device=device, precision=precision, compile=compile)
+    trainable = copy_for_training(model, channels_last=train_layout)
+    ours = Runner("ours", optimized, trainable, images.contiguous(memory_format=layout), masks,
+                  device, precision)  # fmt: skip
+    if model_entry(name).spec is None:
+        return [ours]
+    reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(device)
+    reference.load_state_dict(model.state_dict())
+    plain = copy_for_training(reference, channels_last=False)
+    return [Runner("reference", reference.eval(), plain, images, masks, device, "fp32"), ours]
+
+
+def _measure(runners: Sequence[Runner], *, repeats: int, training: bool) -> None:
+    # Memory in passes of its own (the probe changes allocator settings), inference before any
+    # training step: a training step first left its allocations behind and moved the inference
+    # figure by up to 90 MB from run to run.
+    for runner in runners:  # warm-up: oneDNN primitives, allocator, compilation
+        runner.infer_once()
+    for runner in runners:
+        runner.infer_once(memory=True)
+    for runner in runners:
+        if training:
+            runner.train_once()
+        runner.times = {k: [] for k in runner.times}
+    for _ in range(repeats):  # alternating, so that other work on the machine slows both alike
+        for runner in runners:
+            runner.infer_once()
+            if training:
+                runner.train_once()
+    for runner in runners:
+        if training:
+            runner.train_once(memory=True)
+
+
+def image_agreement(
+    model: nn.Module, optimized: nn.Module, paths: Sequence[Path], device: torch.device
+) -> float:
+    """Fraction of pixels of real images given the same class by ``optimized`` as by the eager
+    fp32 ``model`` (ImageNet-normalised RGB, each image at its own size)."""
+    same = total = 0
+    with torch.no_grad():
+        for path in paths:
+            x = normalize(torch.from_numpy(read_image(path).copy())).unsqueeze(0).to(device)
+            eager = model.float().eval()(x).argmax(1)  # (1, H, W)
+            same += pixel_agreement(optimized(x).argmax(1), eager) * eager.numel()
+            total += eager.numel()
+    return same / total
+
+
+def benchmark_model(
+    name: str, *, size: tuple[int, int], batch: int = 1, device: torch.device, repeats: int = 3,
+    training: bool = True, compile: bool = False, num_classes: int = 11,
+    checkpoint: str | None = None, weights: str | None = None,
+    images: Sequence[Path] | None = None, precision: str = "auto",
+) -> dict:  # fmt: skip
+    """Measures ``name`` (or the checkpoint's model) and, where one exists, its reference.
+
+    ``agreement`` compares the optimized model's argmax with the eager fp32 model's, on the real
+    ``images`` when given (what matters with trained weights), else on the random benchmark input.
+    """
+    name, model, num_classes, in_channels = _load(name, num_classes, checkpoint, weights)
+    model = model.to(device)
+    precision = resolve_precision(precision, device)  # ours only; the reference stays fp32
+    generator = torch.Generator().manual_seed(0)
+    inputs = (
+        torch.randn(batch, in_channels, *size, generator=generator).to(device),
+        torch.randint(0, num_classes, (batch, *size), generator=generator).to(device),
+    )
+    runners = _runners(name, model, inputs=inputs, device=device, precision=precision,
+                       compile=compile, num_classes=num_classes, in_channels=in_channels)  # fmt: skip
+    _measure(runners, repeats=repeats, training=training)
+    ours = runners[-1]
+    if images:
+        agreement = image_agreement(model, ours.infer, images, device)
+    else:
+        with torch.no_grad():
+            agreement = pixel_agreement(
+                ours.infer(inputs[0]).argmax(1), model.eval()(inputs[0]).argmax(1)
+            )
+    return {
+        "model": name, "precision": precision, "agreement": agreement,
+        "agreement_on": f"{len(images)} images" if images else "random input",
+        "rows": [runner.summary(name, batch, training) for runner in runners],
+    }  # fmt: skip

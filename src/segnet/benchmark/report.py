@@ -1,0 +1,93 @@
+"""The benchmark's report: the machine it ran on, and a Table 6-style text table of ours beside
+the reference with the gain of each column."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from ..deploy.runtime import cpu_has_native_bf16
+
+IMPLEMENTATIONS = ("reference", "ours")
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device, size, batch: int, repeats: int, compile: bool) -> dict:
+    env = {
+        "device": device.type, "size": list(size), "batch": batch, "repeats": repeats, "compile": compile,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
+    }  # fmt: skip
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+_COLUMNS = (  # (key, header, format); times and memory: lower is better, images/s: higher
+    ("parameters", "params", "{:,.0f}"), ("size_mb", "size MB", "{:.1f}"),
+    ("forward_ms", "fwd ms", "{:.1f}"), ("images_per_s", "img/s", "{:.2f}"),
+    ("train_forward_ms", "train fwd ms", "{:.1f}"), ("backward_ms", "bwd ms", "{:.1f}"),
+    ("train_images_per_s", "train img/s", "{:.2f}"), ("inference_mb", "infer MB", "{:.1f}"),
+    ("training_mb", "train MB", "{:.1f}"), ("indices_mb", "indices MB", "{:.2f}"),
+)  # fmt: skip
+_HIGHER_IS_BETTER = {"images_per_s", "train_images_per_s"}
+
+
+def format_table(report: dict) -> str:
+    """Table 6-style text: reference and ours per model, then how many times better ours is."""
+    env = report["environment"]
+    lines = [
+        f"{env['size'][0]}x{env['size'][1]}, batch {env['batch']}, {env['device']} ({env['cpu']}, "
+        f"{env['threads']} threads, native bf16: {env['cpu_native_bf16']}), torch {env['torch']}, "
+        f"median of {env['repeats']} repeat(s); sizes and memory in MB (1e6 bytes)",
+    ]
+    header = ["model", "impl"] + [h for _, h, _ in _COLUMNS]
+    table = [header]
+    for result in report["results"]:
+        rows = {row["implementation"]: row for row in result["rows"]}
+        for impl in IMPLEMENTATIONS:
+            if impl in rows:
+                row = rows[impl]
+                table.append(
+                    [result["model"], impl] + [_cell(fmt, row[key]) for key, _, fmt in _COLUMNS]
+                )
+        if "reference" in rows:
+            table.append([result["model"], "gain"] + [_gain(key, rows) for key, _, _ in _COLUMNS])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines += [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in table
+    ]
+    lines.append(
+        "gain = how many times better ours is (time, memory: reference / ours; img/s: ours / reference)"
+    )
+    for result in report["results"]:
+        lines.append(f"{result['model']}: optimized ({result['precision']}) vs fp32 eager: "
+                     f"{100 * result['agreement']:.3f}% of pixels with the same class "
+                     f"({result.get('agreement_on', 'random input')})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _cell(fmt: str, value) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _gain(key: str, rows: dict) -> str:
+    ours, ref = rows["ours"][key], rows["reference"][key]
+    if key in ("parameters", "size_mb") or ours is None or ref is None or min(ours, ref) <= 0:
+        return ""
+    return f"{(ours / ref if key in _HIGHER_IS_BETTER else ref / ours):.2f}x"

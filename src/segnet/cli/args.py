@@ -1,0 +1,69 @@
+"""Flags shared by several verbs, their parsers, and the choices they offer -- each read from the
+registry that owns it (datasets, splits, precisions, export formats), never spelled out here."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ..data import DATASETS, SPLITS
+from ..deploy.runtime import PRECISIONS
+
+
+def positive_int(flag: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= 1 (argparse names ``flag`` in its message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``"360x480"`` -> (360, 480)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or min(map(int, parts)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be HxW with positive integers, e.g. 360x480; got {text!r}"
+        )
+    return int(parts[0]), int(parts[1])
+
+
+def add_data_flags(
+    p: argparse.ArgumentParser, *, default_dataset: str | None = "camvid", split: str | None = None
+) -> None:
+    p.add_argument("--dataset", default=default_dataset, choices=tuple(DATASETS))
+    p.add_argument("--data", help="dataset root (CamVid layout, or images/ + masks/ folders)")
+    p.add_argument(
+        "--num-classes", type=positive_int("--num-classes"), help="folder data without classes.json"
+    )
+    p.add_argument("--palette", help="folder data: classes.json-style file with names and colours")
+    if split is not None:
+        p.add_argument("--split", default=split, choices=SPLITS)
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> None:
+    p.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="auto: fp32 on CPU (bf16 was slower on every CPU measured), fp16 on CUDA",
+    )  # fmt: skip
+
+
+def open_data(args: argparse.Namespace, split: str):
+    """The dataset the data flags describe, for ``split``."""
+    from ..data import open_dataset
+
+    return open_dataset(
+        args.dataset,
+        root=args.data,
+        split=split,
+        num_classes=args.num_classes,
+        palette=args.palette,
+    )

@@ -1,0 +1,133 @@
+"""``segnet evaluate`` and ``segnet predict``: the verbs that run a trained model on images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ArgumentError
+from ..files import write_json
+from .args import add_data_flags, add_runtime_flags, open_data, positive_int
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="G, C, mIoU, BF of a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True)
+    add_data_flags(p, split="val")
+    p.add_argument("--out", help="metrics JSON file")
+    p.add_argument(
+        "--mc-samples", type=positive_int("--mc-samples"), default=0,
+        help="Monte-Carlo dropout samples (Bayesian SegNet)",
+    )  # fmt: skip
+    p.add_argument(
+        "--precise-bn", action="store_true",
+        help="first recompute BN statistics over the train split (not saved; see bn-stats)",
+    )  # fmt: skip
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR"
+    )
+    p.add_argument(
+        "--bf-tolerance", type=float, default=0.0075,
+        help="BF match distance as a fraction of the image diagonal (paper: 0.0075)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bf-count-predicted", action="store_true",
+        help="BF also averages classes present only in the prediction (authors' script)",
+    )  # fmt: skip
+    add_runtime_flags(p)
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..deploy.runtime import resolve_device, resolve_precision
+    from ..engine.checkpoint import load_model
+    from ..engine.evaluate import evaluate
+    from .train import precise_bn
+
+    # Every flag is checked before any work: a precise-BN pass alone takes minutes.
+    if not 0 < args.bf_tolerance < 1:
+        raise ArgumentError("bf_tolerance", f"must be in (0, 1), got {args.bf_tolerance}")
+    if args.plots:
+        _require_matplotlib()
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    dataset = open_data(args, args.split)
+    model, config, _ = load_model(args.checkpoint, expect_num_classes=dataset.info.num_classes)
+    train_set = open_data(args, "train") if args.precise_bn else None
+    model.to(device)
+    if train_set is not None:
+        precise_bn(model, train_set, device=device)
+    metrics = evaluate(
+        model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
+        bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted,
+    )  # fmt: skip
+    metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "model": config.name,
+                    "precise_bn": args.precise_bn})  # fmt: skip
+    print(format_metrics(metrics))
+    if args.out:
+        write_json(args.out, metrics)
+        print(f"metrics written to {args.out}")
+    if args.plots:
+        _write_plots(Path(args.plots), metrics)
+    return 0
+
+
+def _require_matplotlib() -> None:
+    from ..engine.plots import INSTALL_HINT, matplotlib_available
+
+    if not matplotlib_available():
+        raise ArgumentError("plots", f": {INSTALL_HINT}")
+
+
+def _write_plots(folder: Path, metrics: dict) -> None:
+    from ..engine.plots import plot_class_iou, plot_confusion
+
+    names = [row["name"] for row in metrics["per_class"]]
+    plot_confusion(metrics["confusion_matrix"], names, folder / "confusion.png")
+    plot_class_iou(metrics["per_class"], folder / "class_iou.png")
+    print(f"plots written to {folder}: confusion.png, class_iou.png")
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"{'class':<14}{'accuracy':>10}{'IoU':>10}"]
+    for row in metrics["per_class"]:
+        lines.append(f"{row['name']:<14}{row['accuracy']:>10.4f}{row['iou']:>10.4f}")
+    summary = (
+        f"G {metrics['global_accuracy']:.4f}  C {metrics['class_accuracy']:.4f}  "
+        f"mIoU {metrics['miou']:.4f}"
+    )
+    if metrics.get("bf") is not None:
+        summary += f"  BF {metrics['bf']:.4f}"
+    return "\n".join(lines + [summary + f"  ({metrics['num_images']} images)"])
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="segment images: X.png, X_color.png, X_overlay.png")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("--checkpoint", help="a checkpoint from `segnet train`")
+    p.add_argument("--model", help="with --weights: a model whose weights ship with the package")
+    p.add_argument("--weights", help="shipped weights name, e.g. camvid")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--mc-samples", type=positive_int("--mc-samples"), default=0,
+        help="Monte-Carlo dropout samples: also writes X_uncertainty.png/.npy",
+    )  # fmt: skip
+    add_runtime_flags(p)
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..deploy.runtime import resolve_device, resolve_precision
+    from ..engine.predict import Segmenter, expand_inputs, predict_files
+    from ..engine.weights import load_for_inference
+
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    paths = expand_inputs(args.inputs)
+    model, config = load_for_inference(
+        checkpoint=args.checkpoint, model=args.model, weights=args.weights
+    )
+    segmenter = Segmenter(model, config, device=device, precision=precision)
+    written = predict_files(segmenter, paths, Path(args.out), mc_samples=args.mc_samples)
+    print(f"{len(paths)} image(s) segmented; {len(written)} files written to {args.out}")
+    return 0

@@ -1,0 +1,153 @@
+"""``segnet data``, ``segnet models``, ``segnet export`` and ``segnet benchmark``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..deploy.export import EXPORT_FORMATS
+from ..deploy.runtime import PRECISIONS
+from ..errors import ArgumentError
+from ..files import write_json
+from .args import add_data_flags, image_size, open_data, positive_int
+
+
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    s = data_sub.add_parser("stats", help="class pixel frequencies and median-frequency weights")
+    add_data_flags(s, split="train")
+    s.add_argument("--out", help="JSON file (default: print only)")
+    s.set_defaults(run=run_data_stats)
+
+
+def run_data_stats(args: argparse.Namespace) -> int:
+    from ..data.stats import dataset_stats
+
+    stats = dataset_stats(open_data(args, args.split))
+    print(f"{'class':<14}{'fraction':>10}{'median-freq weight':>20}")
+    for row in stats["classes"]:
+        print(f"{row['name']:<14}{row['fraction']:>10.4f}{row['median_frequency_weight']:>20.4f}")
+    print(f"{stats['num_images']} images ({args.split}); void excluded")
+    if args.out:
+        write_json(args.out, stats)
+        print(f"stats written to {args.out}")
+    return 0
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list registered models, parameter counts, shipped weights")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'fcn*'")
+    p.add_argument("--num-classes", type=positive_int("--num-classes"), default=11)
+    p.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from ..engine.weights import available_weights
+    from ..models import count_parameters, list_models
+
+    shipped = available_weights()
+    print(f"{'model':<40}{'parameters':>14}  shipped weights")
+    for name in list_models(args.pattern):
+        count = count_parameters(name, num_classes=args.num_classes)  # meta device: no memory
+        print(f"{name:<40}{count:>14,}  {', '.join(shipped.get(name, [])) or '-'}")
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="ONNX or torch.export (.pt2) file of a checkpoint's model")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True, help="model.onnx or model.pt2")
+    p.add_argument(
+        "--size", type=image_size, default=(360, 480),
+        help="input HxW the graph is built for (default 360x480)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dynamic", action="store_true",
+        help="free batch, H and W (H, W multiples of 32; --size must be one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-check", dest="check", action="store_false",
+        help="skip running the file (onnxruntime / torch.export) against PyTorch",
+    )  # fmt: skip
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..deploy.export import check_export, example_images, export_model
+    from ..engine.checkpoint import load_model
+
+    model, config, _ = load_model(args.checkpoint)
+    path = export_model(model, args.out, format=args.format, size=args.size,
+                        in_channels=config.in_channels, dynamic=args.dynamic)  # fmt: skip
+    shape = (
+        "dynamic N, H, W"
+        if args.dynamic
+        else f"fixed 1x{config.in_channels}x{args.size[0]}x{args.size[1]}"
+    )
+    print(f"{config.name} exported to {path} ({args.format}, {shape})")
+    if args.check:
+        images = example_images(args.size, config.in_channels, dynamic=False)
+        result = check_export(path, model, images, format=args.format)
+        print(
+            f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
+            f"max |logit difference| {result['max_abs_diff']:.2e}"
+        )
+        if result["agreement"] < 0.999:
+            raise ArgumentError(
+                "out",
+                f"{path}: the exported model disagrees with PyTorch on more than 0.1% of pixels",
+            )
+    return 0
+
+
+def add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="speed and memory vs plain PyTorch SegNet (paper Table 6)")
+    p.add_argument(
+        "--models", default="segnet,segnet_basic", help="comma-separated registered models"
+    )
+    p.add_argument("--checkpoint", help="benchmark this checkpoint's model and weights instead")
+    p.add_argument("--weights", help="shipped weights of each --models entry, e.g. camvid")
+    p.add_argument(
+        "--images", nargs="+", metavar="IMAGE",
+        help="files, folders or globs: measure the optimized-vs-eager agreement on these real images",
+    )  # fmt: skip
+    p.add_argument(
+        "--size", type=image_size, default=(360, 480), help="input HxW (default 360x480)"
+    )
+    p.add_argument("--batch", type=positive_int("--batch"), default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--repeats", type=positive_int("--repeats"), default=3,
+        help="timed runs per measurement (median)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-training", dest="training", action="store_false", help="inference columns only"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
+    p.add_argument(
+        "--precision", default="auto", choices=PRECISIONS,
+        help="ours, inference and training (auto: fp32 on CPU, fp16 on CUDA); the reference is always fp32",
+    )  # fmt: skip
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(run=run_benchmark_command)
+
+
+def run_benchmark_command(args: argparse.Namespace) -> int:
+    from ..benchmark import format_table, run_benchmark
+    from ..engine.predict import expand_inputs
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models and not args.checkpoint:
+        raise ArgumentError("models", "needs at least one model name")
+    images = expand_inputs(args.images) if args.images else None
+    report = run_benchmark(
+        models, size=args.size, batch=args.batch, device=args.device, repeats=args.repeats,
+        training=args.training, compile=args.compile, checkpoint=args.checkpoint,
+        weights=args.weights, images=images, precision=args.precision, progress=print,
+    )  # fmt: skip
+    print(format_table(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"figures written to {args.json}")
+    return 0

@@ -1,0 +1,147 @@
+"""``segnet train``, ``segnet bn-stats`` and ``segnet demo``: the verbs that produce weights."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from ..deploy.runtime import PRECISIONS
+from ..engine.config import OPTIMIZERS, SCHEDULES
+from ..errors import SegNetError
+from .args import add_data_flags, open_data, positive_int
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (the paper's recipe by default)")
+    p.add_argument("--config", help="YAML file with training keys (flags override it)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument("--model")
+    add_data_flags(p, default_dataset=None)
+    p.add_argument("--out", help="run folder: last.pt, best.pt, log.csv, config.yaml")
+    p.add_argument("--epochs", type=positive_int("--epochs"))
+    p.add_argument("--batch-size", type=positive_int("--batch-size"))
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument(
+        "--class-weights", help="median (default), median_sqrt, natural, none, or a JSON file"
+    )
+    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"))
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--encoder-weights", help="imagenet (downloads) or a torchvision-format .pth file"
+    )
+    p.add_argument(
+        "--init-weights", metavar="CKPT",
+        help="start from a segnet checkpoint's weights (fresh optimizer)",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--val-every", type=positive_int("--val-every"))
+    p.add_argument(
+        "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
+    )
+    p.add_argument("--device")
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..engine.config import TrainConfig
+    from ..engine.train import fit
+
+    keys = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in keys}
+    if args.resume:
+        config = TrainConfig.for_resume(args.resume, config_file=args.config, overrides=overrides)
+    else:
+        config = TrainConfig.from_sources(config_file=args.config, overrides=overrides)
+    result = fit(config, resume=bool(args.resume))
+    print(
+        f"best val mIoU {result['best']['miou']:.4f} (epoch {result['best'].get('epoch')}); "
+        f"checkpoints in {result['out']}"
+    )
+    return 0
+
+
+def add_bn_stats(sub) -> None:
+    p = sub.add_parser("bn-stats", help="precise BN: recompute BN statistics over the train split")
+    p.add_argument("--checkpoint", required=True)
+    add_data_flags(p)
+    p.add_argument("--out", help="new checkpoint (default: CKPT_precise_bn.pt beside CKPT)")
+    p.add_argument("--batch-size", type=positive_int("--batch-size"), default=4)
+    p.add_argument(
+        "--max-images", type=positive_int("--max-images"),
+        help="use this many images spread over the split (default: all)",
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(run=run_bn_stats)
+
+
+def run_bn_stats(args: argparse.Namespace) -> int:
+    from ..deploy.runtime import resolve_device
+    from ..engine.checkpoint import load_model, save_checkpoint
+
+    dataset = open_data(args, "train")
+    model, config, payload = load_model(
+        args.checkpoint, expect_num_classes=dataset.info.num_classes
+    )
+    device = resolve_device(args.device)
+    stats = precise_bn(
+        model.to(device),
+        dataset,
+        device=device,
+        batch_size=args.batch_size,
+        max_images=args.max_images,
+    )
+    source = Path(args.checkpoint)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_precise_bn.pt")
+    # An inference checkpoint: the optimizer state belongs to the run it came from.
+    skip = {"format", "version", "model", "data", "state_dict", "optimizer", "scheduler"}
+    extra = {k: v for k, v in payload.items() if k not in skip}
+    extra["precise_bn"] = {
+        "source": str(source),
+        "dataset": args.dataset,
+        "split": "train",
+        **stats,
+    }
+    save_checkpoint(out, config=config, model=model.cpu(), **extra)
+    print(f"checkpoint with precise BN statistics written to {out}")
+    return 0
+
+
+def precise_bn(
+    model, dataset, *, device, batch_size: int = 4, max_images: int | None = None
+) -> dict:
+    """Recomputes BN statistics over ``dataset`` (paper Sec. 4.1) and says so."""
+    from ..engine.bn import recompute_bn_statistics
+
+    stats = recompute_bn_statistics(
+        model, dataset, device=device, batch_size=batch_size, max_images=max_images, progress=True
+    )
+    if stats["layers"] == 0:
+        raise SegNetError("this model has no BatchNorm layers: precise BN does not apply")
+    print(
+        f"precise BN: {stats['layers']} BN layers recomputed over {stats['images']} training images"
+    )
+    return stats
+
+
+def add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="train SegNet-Basic on built-in synthetic road scenes, end to end"
+    )
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--epochs", type=positive_int("--epochs"), default=12)
+    p.add_argument("--images", type=positive_int("--images"), default=96, help="training scenes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..engine.demo import run
+
+    run(out=Path(args.out), epochs=args.epochs, images=args.images, seed=args.seed)
+    return 0
