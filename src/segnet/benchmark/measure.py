@@ -69,7 +69,14 @@ class Runner:
     """The inference and training closures of one implementation, with their measurements."""
 
     def __init__(
-        self, name: str, infer: nn.Module, train: nn.Module, images, masks, device, precision
+        self,
+        name: str,
+        infer: nn.Module,
+        train: nn.Module,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        device: torch.device,
+        precision: str,
     ) -> None:
         self.name, self.infer, self.train, self.device = name, infer, train, device
         self.images, self.masks, self.precision = images, masks, precision
@@ -144,7 +151,7 @@ def _load(
 
 
 def _runners(
-    name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device, precision,
+    name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device, precision: str,
     compile: bool, num_classes: int, in_channels: int,
 ) -> list[Runner]:  # fmt: skip
     """Ours (and the reference, where the registry names a plain-SegNet twin), ready to run."""

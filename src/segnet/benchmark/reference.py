@@ -9,6 +9,7 @@ can be compared output for output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from ..models.segnet import SegNetSpec
 
 
 def _blocks(
-    in_channels: int, widths_per_block, kernel_size: int, relu: bool
+    in_channels: int, widths_per_block: Sequence[Sequence[int]], kernel_size: int, relu: bool
 ) -> tuple[nn.ModuleList, int]:
     blocks = nn.ModuleList()
     channels = in_channels

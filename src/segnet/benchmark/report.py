@@ -25,7 +25,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device, size, batch: int, repeats: int, compile: bool) -> dict:
+def environment(
+    device: torch.device, size: tuple[int, int], batch: int, repeats: int, compile: bool
+) -> dict:
     env = {
         "device": device.type, "size": list(size), "batch": batch, "repeats": repeats, "compile": compile,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
@@ -82,7 +84,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _cell(fmt: str, value) -> str:
+def _cell(fmt: str, value: float | None) -> str:
     return "-" if value is None else fmt.format(value)
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TypeAlias
 
-from ..data import DATASETS, SPLITS
+from ..data import DATASETS, SPLITS, SegmentationDataset
 from ..deploy.runtime import PRECISIONS
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_parser target
 
 
 def positive_int(flag: str) -> Callable[[str], int]:
@@ -56,7 +59,7 @@ def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> No
     )  # fmt: skip
 
 
-def open_data(args: argparse.Namespace, split: str):
+def open_data(args: argparse.Namespace, split: str) -> SegmentationDataset:
     """The dataset the data flags describe, for ``split``."""
     from ..data import open_dataset
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from ..errors import ArgumentError
 from ..files import write_json
-from .args import add_data_flags, add_runtime_flags, open_data, positive_int
+from .args import Subparsers, add_data_flags, add_runtime_flags, open_data, positive_int
 
 
-def add_evaluate(sub) -> None:
+def add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="G, C, mIoU, BF of a checkpoint on a split")
     p.add_argument("--checkpoint", required=True)
     add_data_flags(p, split="val")
@@ -101,7 +101,7 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines + [summary + f"  ({metrics['num_images']} images)"])
 
 
-def add_predict(sub) -> None:
+def add_predict(sub: Subparsers) -> None:
     p = sub.add_parser("predict", help="segment images: X.png, X_color.png, X_overlay.png")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--checkpoint", help="a checkpoint from `segnet train`")

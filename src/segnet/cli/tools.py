@@ -8,10 +8,10 @@ from ..deploy.export import EXPORT_FORMATS
 from ..deploy.runtime import PRECISIONS
 from ..errors import ArgumentError
 from ..files import write_json
-from .args import add_data_flags, image_size, open_data, positive_int
+from .args import Subparsers, add_data_flags, image_size, open_data, positive_int
 
 
-def add_data(sub) -> None:
+def add_data(sub: Subparsers) -> None:
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="TOOL")
     s = data_sub.add_parser("stats", help="class pixel frequencies and median-frequency weights")
@@ -34,7 +34,7 @@ def run_data_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_models(sub) -> None:
+def add_models(sub: Subparsers) -> None:
     p = sub.add_parser("models", help="list registered models, parameter counts, shipped weights")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'fcn*'")
     p.add_argument("--num-classes", type=positive_int("--num-classes"), default=11)
@@ -53,7 +53,7 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_export(sub) -> None:
+def add_export(sub: Subparsers) -> None:
     p = sub.add_parser("export", help="ONNX or torch.export (.pt2) file of a checkpoint's model")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
@@ -101,7 +101,7 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_benchmark(sub) -> None:
+def add_benchmark(sub: Subparsers) -> None:
     p = sub.add_parser("benchmark", help="speed and memory vs plain PyTorch SegNet (paper Table 6)")
     p.add_argument(
         "--models", default="segnet,segnet_basic", help="comma-separated registered models"

@@ -6,13 +6,17 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from ..data import SegmentationDataset
 from ..deploy.runtime import PRECISIONS
 from ..engine.config import OPTIMIZERS, SCHEDULES
 from ..errors import SegNetError
-from .args import add_data_flags, open_data, positive_int
+from .args import Subparsers, add_data_flags, open_data, positive_int
 
 
-def add_train(sub) -> None:
+def add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train a model (the paper's recipe by default)")
     p.add_argument("--config", help="YAML file with training keys (flags override it)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
@@ -66,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bn_stats(sub) -> None:
+def add_bn_stats(sub: Subparsers) -> None:
     p = sub.add_parser("bn-stats", help="precise BN: recompute BN statistics over the train split")
     p.add_argument("--checkpoint", required=True)
     add_data_flags(p)
@@ -113,7 +117,12 @@ def run_bn_stats(args: argparse.Namespace) -> int:
 
 
 def precise_bn(
-    model, dataset, *, device, batch_size: int = 4, max_images: int | None = None
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    *,
+    device: torch.device,
+    batch_size: int = 4,
+    max_images: int | None = None,
 ) -> dict:
     """Recomputes BN statistics over ``dataset`` (paper Sec. 4.1) and says so."""
     from ..engine.bn import recompute_bn_statistics
@@ -129,7 +138,7 @@ def precise_bn(
     return stats
 
 
-def add_demo(sub) -> None:
+def add_demo(sub: Subparsers) -> None:
     p = sub.add_parser(
         "demo", help="train SegNet-Basic on built-in synthetic road scenes, end to end"
     )

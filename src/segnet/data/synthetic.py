@@ -560,7 +560,7 @@ def _pick(rng: np.random.Generator, options: tuple) -> np.ndarray:
     return np.asarray(options[int(rng.integers(len(options)))], np.float32)
 
 
-def _jitter(rng: np.random.Generator, colour, spread: float) -> np.ndarray:
+def _jitter(rng: np.random.Generator, colour: Colour, spread: float) -> np.ndarray:
     """(3,) float32 colour moved by a per-channel N(0, spread) offset."""
     moved = np.asarray(colour, np.float32) + rng.normal(0, spread, 3)
     return np.clip(moved, 0, 255).astype(np.float32)

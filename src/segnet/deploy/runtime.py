@@ -52,7 +52,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Autocast context for a resolved precision (no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()

@@ -9,6 +9,7 @@ A YAML file (``--config``) holds the same keys; flags given on the command line 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class TrainConfig:
     max_batches: int | None = None  # cap batches per epoch (quick checks)
 
     def __post_init__(self) -> None:
-        def one_of(choices) -> str:
+        def one_of(choices: Iterable[str]) -> str:
             return f"one of {', '.join(choices)}"
 
         checks = [

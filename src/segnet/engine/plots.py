@@ -12,12 +12,15 @@ import csv
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SegNetError
 from ..files import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 INSTALL_HINT = "plots need matplotlib: pip install segnet[plot] (or pip install matplotlib)"
 
@@ -38,7 +41,7 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path

@@ -90,7 +90,12 @@ class Segmenter:
 
 
 def write_prediction(
-    out_dir: Path, name: str, image: np.ndarray, labels: np.ndarray, palette, uncertainty=None
+    out_dir: Path,
+    name: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: Sequence[Sequence[int]],
+    uncertainty: np.ndarray | None = None,
 ) -> list[Path]:
     colors = colorize(labels, palette)
     written = [

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
 
 # Window position of each code in the (N, h, 2, w, 2, C) view: code 2*dy+dx sits at (dy, dx).
 _WINDOW_CODES = torch.arange(4, dtype=torch.uint8).view(1, 1, 2, 1, 2, 1)
@@ -151,7 +152,7 @@ def _unpool_backward(grad_out: Tensor, indices: Tensor) -> Tensor:
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: FunctionCtx, x: Tensor) -> tuple[Tensor, Tensor]:
         values, indices = _pool_forward(x)
         ctx.save_for_backward(indices)  # uint8 only: the point of the compact format
         ctx.size = tuple(x.shape[-2:])
@@ -159,19 +160,19 @@ class _MaxPool2x2(torch.autograd.Function):
         return values, indices
 
     @staticmethod
-    def backward(ctx, grad_values: Tensor, _grad_indices: Tensor) -> Tensor:
+    def backward(ctx: FunctionCtx, grad_values: Tensor, _grad_indices: Tensor) -> Tensor:
         (indices,) = ctx.saved_tensors
         return _unpool_forward(grad_values, indices, ctx.size)
 
 
 class _MaxUnpool2x2(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, values: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
+    def forward(ctx: FunctionCtx, values: Tensor, indices: Tensor, size: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(indices)
         return _unpool_forward(values, indices, size)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
+    def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor, None, None]:
         (indices,) = ctx.saved_tensors
         return _unpool_backward(grad_out, indices), None, None
 
@@ -268,7 +269,13 @@ class SameConv2d(nn.Conv2d):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, device=None, dtype=None
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:  # device: lets nn.utils.skip_init build it uninitialised
         super().__init__(
             in_channels,
@@ -291,7 +298,13 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
     """Stride-1 'same' transposed conv; as :class:`SameConv2d`, skips taps reaching only padding."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, device=None, dtype=None
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             in_channels,
@@ -302,7 +315,7 @@ class SameConvTranspose2d(nn.ConvTranspose2d):
             dtype=dtype,
         )
 
-    def forward(self, x: Tensor, output_size=None) -> Tensor:
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         size = (x.shape[-2], x.shape[-1])
         if size[0] > self.padding[0] and size[1] > self.padding[1]:
             return super().forward(x, output_size)
