@@ -51,6 +51,13 @@ def add_data_flags(
         p.add_argument("--split", default=split, choices=SPLITS)
 
 
+def add_group_pattern_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--group-pattern", default=None,
+        help="regex whose first group is a file name's sequence (default: before the first _)",
+    )  # fmt: skip
+
+
 def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> None:
     p.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
     p.add_argument(
@@ -59,14 +66,20 @@ def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> No
     )  # fmt: skip
 
 
-def open_data(args: argparse.Namespace, split: str) -> SegmentationDataset:
-    """The dataset the data flags describe, for ``split``."""
+def open_data(args: argparse.Namespace, split: str, *, groups: bool = True) -> SegmentationDataset:
+    """The dataset the data flags describe, for ``split``; with ``groups`` and ``--groups``
+    given, only the samples of those sequences."""
     from ..data import open_dataset
+    from ..data.groups import DEFAULT_GROUP_PATTERN, select_groups
 
-    return open_dataset(
+    dataset = open_dataset(
         args.dataset,
         root=args.data,
         split=split,
         num_classes=args.num_classes,
         palette=args.palette,
     )
+    wanted = getattr(args, "groups", None) if groups else None
+    if not wanted:
+        return dataset
+    return select_groups(dataset, wanted, pattern=args.group_pattern or DEFAULT_GROUP_PATTERN)

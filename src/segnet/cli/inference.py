@@ -7,13 +7,25 @@ from pathlib import Path
 
 from ..errors import ArgumentError
 from ..files import write_json
-from .args import Subparsers, add_data_flags, add_runtime_flags, open_data, positive_int
+from .args import (
+    Subparsers,
+    add_data_flags,
+    add_group_pattern_flag,
+    add_runtime_flags,
+    open_data,
+    positive_int,
+)
 
 
 def add_evaluate(sub: Subparsers) -> None:
     p = sub.add_parser("evaluate", help="G, C, mIoU, BF of a checkpoint on a split")
     p.add_argument("--checkpoint", required=True)
     add_data_flags(p, split="val")
+    p.add_argument(
+        "--groups", nargs="+", metavar="GROUP",
+        help="score only these sequences of the split (e.g. --split train --groups 0001TP)",
+    )  # fmt: skip
+    add_group_pattern_flag(p)
     p.add_argument("--out", help="metrics JSON file")
     p.add_argument(
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
@@ -42,7 +54,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device, resolve_precision
     from ..engine.checkpoint import load_model
     from ..engine.evaluate import evaluate
-    from .train import precise_bn
+    from .train import bn_training_data, precise_bn
 
     # Every flag is checked before any work: a precise-BN pass alone takes minutes.
     if not 0 < args.bf_tolerance < 1:
@@ -52,8 +64,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dataset = open_data(args, args.split)
-    model, config, _ = load_model(args.checkpoint, expect_num_classes=dataset.info.num_classes)
-    train_set = open_data(args, "train") if args.precise_bn else None
+    model, config, payload = load_model(
+        args.checkpoint, expect_num_classes=dataset.info.num_classes
+    )
+    train_set = bn_training_data(args, payload) if args.precise_bn else None
     model.to(device)
     if train_set is not None:
         precise_bn(model, train_set, device=device)
@@ -61,7 +75,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
         bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted,
     )  # fmt: skip
-    metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "model": config.name,
+    metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
                     "precise_bn": args.precise_bn})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:

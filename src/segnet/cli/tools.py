@@ -8,7 +8,14 @@ from ..deploy.export import EXPORT_FORMATS
 from ..deploy.runtime import PRECISIONS
 from ..errors import ArgumentError
 from ..files import write_json
-from .args import Subparsers, add_data_flags, image_size, open_data, positive_int
+from .args import (
+    Subparsers,
+    add_data_flags,
+    add_group_pattern_flag,
+    image_size,
+    open_data,
+    positive_int,
+)
 
 
 def add_data(sub: Subparsers) -> None:
@@ -18,6 +25,10 @@ def add_data(sub: Subparsers) -> None:
     add_data_flags(s, split="train")
     s.add_argument("--out", help="JSON file (default: print only)")
     s.set_defaults(run=run_data_stats)
+    g = data_sub.add_parser("groups", help="sequences in a split (for --holdout-groups / --groups)")
+    add_data_flags(g, split="train")
+    add_group_pattern_flag(g)
+    g.set_defaults(run=run_data_groups)
 
 
 def run_data_stats(args: argparse.Namespace) -> int:
@@ -31,6 +42,17 @@ def run_data_stats(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, stats)
         print(f"stats written to {args.out}")
+    return 0
+
+
+def run_data_groups(args: argparse.Namespace) -> int:
+    from ..data.groups import DEFAULT_GROUP_PATTERN, group_counts
+
+    dataset = open_data(args, args.split)
+    counts = group_counts(dataset, args.group_pattern or DEFAULT_GROUP_PATTERN)
+    for group, count in counts.items():
+        print(f"{group:<24}{count:>6}")
+    print(f"{len(counts)} groups, {len(dataset)} images ({args.split})")
     return 0
 
 

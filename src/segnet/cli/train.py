@@ -13,7 +13,7 @@ from ..data import SegmentationDataset
 from ..deploy.runtime import PRECISIONS
 from ..engine.config import OPTIMIZERS, SCHEDULES
 from ..errors import SegNetError
-from .args import Subparsers, add_data_flags, open_data, positive_int
+from .args import Subparsers, add_data_flags, add_group_pattern_flag, open_data, positive_int
 
 
 def add_train(sub: Subparsers) -> None:
@@ -34,6 +34,15 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"))
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None)
+    for jitter in ("brightness", "contrast", "saturation", "hue", "gamma"):
+        p.add_argument(
+            f"--{jitter}", type=float, metavar="S", help=f"photometric {jitter} jitter (0: off)"
+        )
+    p.add_argument(
+        "--holdout-groups", nargs="+", metavar="GROUP",
+        help="validate on these sequences of the train split (e.g. 0001TP), train on the rest",
+    )  # fmt: skip
+    add_group_pattern_flag(p)
     p.add_argument(
         "--encoder-weights", help="imagenet (downloads) or a torchvision-format .pth file"
     )
@@ -86,12 +95,11 @@ def add_bn_stats(sub: Subparsers) -> None:
 
 def run_bn_stats(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device
-    from ..engine.checkpoint import load_model, save_checkpoint
+    from ..engine.checkpoint import check_num_classes, load_model, save_checkpoint
 
-    dataset = open_data(args, "train")
-    model, config, payload = load_model(
-        args.checkpoint, expect_num_classes=dataset.info.num_classes
-    )
+    model, config, payload = load_model(args.checkpoint)
+    dataset = bn_training_data(args, payload)
+    check_num_classes(args.checkpoint, config, dataset.info.num_classes)
     device = resolve_device(args.device)
     stats = precise_bn(
         model.to(device),
@@ -114,6 +122,19 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     save_checkpoint(out, config=config, model=model.cpu(), **extra)
     print(f"checkpoint with precise BN statistics written to {out}")
     return 0
+
+
+def bn_training_data(args: argparse.Namespace, payload: dict) -> SegmentationDataset:
+    """The images a checkpoint was trained on, for precise BN: the train split, less the
+    sequences its run held out for validation (``holdout_groups``) -- those stay unseen."""
+    from ..data.groups import split_groups
+
+    dataset = open_data(args, "train", groups=False)
+    run = payload.get("train_config") or {}
+    if run.get("holdout_groups") and run.get("dataset") == args.dataset:
+        dataset, _ = split_groups(dataset, run["holdout_groups"], pattern=run["group_pattern"])
+        print(f"precise BN without the held-out groups {', '.join(run['holdout_groups'])}")
+    return dataset
 
 
 def precise_bn(

@@ -1,5 +1,11 @@
 """Joint image/mask augmentation for training. Labels are only ever resampled by nearest
-neighbour (never interpolated), and padding uses the void label so it is never scored."""
+neighbour (never interpolated), and padding uses the void label so it is never scored.
+
+Photometric jitter (brightness, contrast, saturation, hue, gamma) changes the image alone: road
+scenes are filmed at other times of day and by other cameras (CamVid's test split holds dusk
+frames of one drive and a drive not in training), and a model that keys on exact colours does
+not carry over.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,65 @@ from torch.utils.data import Dataset
 
 from .base import SegmentationDataset, to_tensors
 
+# ITU-R BT.601 luma, and the YIQ chroma plane in which a hue shift is a rotation.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_RGB_TO_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=np.float32
+)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Photometric:
+    """Random colour changes of the image; each strength 0 turns that change off.
+
+    ``brightness``, ``contrast``, ``saturation``: factors drawn from [1 - s, 1 + s] (contrast
+    about the image's mean luma, saturation about each pixel's luma); ``hue``: a rotation of the
+    chroma plane by up to ``hue`` turns (0.5 = 180 degrees); ``gamma``: exponent drawn from
+    [1 / (1 + g), 1 + g] on [0, 1] intensities (g = 0.5: 0.67..1.5, darker or brighter
+    mid-tones, as dusk).
+    """
+
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    gamma: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return any((self.brightness, self.contrast, self.saturation, self.hue, self.gamma))
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> (H, W, 3) uint8; the draws happen in a fixed order."""
+        x = image.astype(np.float32) / 255.0
+        factors = rng.uniform(-1, 1, size=5)  # one draw each, whether used or not
+        x = x * (1 + self.brightness * factors[0])
+        mean = float((x @ _LUMA).mean())
+        x = (x - mean) * (1 + self.contrast * factors[1]) + mean
+        gray = (x @ _LUMA)[..., None]
+        x = (x - gray) * (1 + self.saturation * factors[2]) + gray
+        if self.hue:
+            angle = 2 * np.pi * self.hue * factors[3]
+            c, s = np.cos(angle), np.sin(angle)
+            rotate = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=np.float32)
+            x = x @ (_YIQ_TO_RGB @ rotate @ _RGB_TO_YIQ).T
+        if self.gamma:
+            low = 1 / (1 + self.gamma)
+            exponent = low + (1 + self.gamma - low) * (factors[4] + 1) / 2
+            x = np.clip(x, 0, 1) ** exponent
+        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
 
 @dataclass(frozen=True)
 class Augment:
-    """Random horizontal flip, scale jitter and crop (all optional)."""
+    """Random horizontal flip, scale jitter, crop and photometric jitter (all optional)."""
 
     crop_size: tuple[int, int] | None = None  # (H, W); None keeps the whole (scaled) image
     scale_range: tuple[float, float] = (1.0, 1.0)
     hflip: bool = True
     ignore_index: int = 255
+    photometric: Photometric = Photometric()
 
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
@@ -40,6 +96,8 @@ class Augment:
             )
         if self.crop_size is not None:
             image, mask = self._crop(image, mask, rng)
+        if self.photometric.active:  # after the crop: fewer pixels to recolour
+            image = self.photometric(image, rng)
         return image, mask
 
     def _crop(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):

@@ -101,6 +101,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def check_num_classes(path: str | Path, config: ModelConfig, num_classes: int) -> None:
+    """A checkpoint is evaluated or fine-tuned only on data with its class count."""
+    if num_classes != config.num_classes:
+        raise ArgumentError(
+            "checkpoint",
+            f"{path}: trained for {config.num_classes} classes, the data has {num_classes}",
+        )
+
+
 def load_model(
     path: str | Path, *, expect_model: str | None = None, expect_num_classes: int | None = None
 ) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
@@ -111,11 +120,8 @@ def load_model(
         raise ArgumentError(
             "checkpoint", f"{path}: holds a {config.name!r} model, not {expect_model!r}"
         )
-    if expect_num_classes is not None and expect_num_classes != config.num_classes:
-        raise ArgumentError(
-            "checkpoint",
-            f"{path}: trained for {config.num_classes} classes, the data has {expect_num_classes}",
-        )
+    if expect_num_classes is not None:
+        check_num_classes(path, config, expect_num_classes)
     model = config.build()
     try:
         model.load_state_dict(payload["state_dict"])

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ..data import DATASETS
+from ..data.groups import DEFAULT_GROUP_PATTERN
 from ..data.stats import WEIGHTING
 from ..deploy.runtime import PRECISIONS
 from ..errors import ArgumentError
@@ -45,6 +46,15 @@ class TrainConfig:
     crop: list[int] | None = None  # [H, W] random crop; None trains on whole images
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random scale range
     hflip: bool = False  # the paper trained without augmentation
+    # Photometric jitter strengths (data/transforms.py Photometric); 0 = off, as the paper.
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0  # turns of the chroma plane, at most 0.5
+    gamma: float = 0.0
+    # Validate on whole sequences of the train split instead of the val split (data/groups.py):
+    holdout_groups: list[str] | None = None  # e.g. ["0001TP"] for CamVid
+    group_pattern: str = DEFAULT_GROUP_PATTERN  # regex; its first group is a name's sequence
     precision: str = "auto"
     channels_last: bool | None = None  # None: auto (CUDA yes; CPU no: slower backward, see runtime)
     device: str = "auto"
@@ -79,6 +89,10 @@ class TrainConfig:
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale", "MIN MAX with 0 < MIN <= MAX"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.val_every >= 1, "val_every", "at least 1"),
+            *((0 <= getattr(self, k) < 1, k, "in [0, 1)") for k in ("brightness", "contrast", "saturation")),
+            (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
+            (self.gamma >= 0, "gamma", "0 or more"),
+            (self.holdout_groups is None or len(self.holdout_groups) > 0, "holdout_groups", "one or more group names"),
         ]  # fmt: skip
         for ok, key, requirement in checks:
             if not ok:

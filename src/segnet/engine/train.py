@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from ..data import open_dataset
 from ..data.base import SegmentationDataset
+from ..data.groups import split_groups
 from ..data.stats import resolve_class_weights
-from ..data.transforms import Augment, AugmentedDataset
+from ..data.transforms import Augment, AugmentedDataset, Photometric
 from ..deploy.runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
 from ..errors import ArgumentError, SegNetError
 from ..files import atomic_write
@@ -95,6 +96,16 @@ def open_split(config: TrainConfig, split: str) -> SegmentationDataset:
         palette=config.palette, synthetic_images=config.synthetic_images,
         synthetic_size=tuple(config.synthetic_size), seed=config.seed,
     )  # fmt: skip
+
+
+def training_splits(config: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """(train, validation): the dataset's splits, or with ``holdout_groups`` the train split
+    without those sequences and those sequences as validation (data/groups.py)."""
+    if config.holdout_groups:
+        return split_groups(
+            open_split(config, "train"), config.holdout_groups, pattern=config.group_pattern
+        )
+    return open_split(config, "train"), open_split(config, "val")
 
 
 def train_one_epoch(
@@ -163,7 +174,7 @@ class _Run:
 def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    train_set, val_set = open_split(config, "train"), open_split(config, "val")
+    train_set, val_set = training_splits(config)
     info = train_set.info
     state = read_checkpoint(Path(config.out) / "last.pt") if resume else None
     model_config = ModelConfig.for_dataset(config.model, info, **config.model_options)
@@ -182,7 +193,9 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
     weights = resolve_class_weights(config.class_weights, train_set)
     augment = Augment(
         crop_size=tuple(config.crop) if config.crop else None, scale_range=tuple(config.scale),
-        hflip=config.hflip, ignore_index=info.ignore_index,
+        hflip=config.hflip, ignore_index=info.ignore_index, photometric=Photometric(
+            brightness=config.brightness, contrast=config.contrast, saturation=config.saturation,
+            hue=config.hue, gamma=config.gamma),
     )  # fmt: skip
     data = AugmentedDataset(train_set, augment, seed=config.seed)
     steps_per_epoch = max(1, len(data) // config.batch_size)
