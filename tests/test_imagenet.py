@@ -226,7 +226,7 @@ def test_unreadable_and_missing_files_are_named(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(SegNetError, match="garbage.pth"):
         load_encoder_weights(model, garbage)
-    with pytest.raises(SegNetError, match="nowhere.pth does not exist"):
+    with pytest.raises(SegNetError, match="nowhere.pth: file not found"):
         load_encoder_weights(model, tmp_path / "nowhere.pth")
     with pytest.raises(SegNetError, match="not a torchvision"):
         load_encoder_weights(model, _save({"weight": torch.zeros(1)}, tmp_path / "other.pth"))

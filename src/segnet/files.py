@@ -1,8 +1,9 @@
 """Writing files so that nothing is ever half-written: every output goes to a temporary file in
 its destination folder and is renamed into place (``os.replace`` is atomic on one filesystem).
 
-The one neutral helper at the package top: every layer writes through it, and it imports no
-other part of the package.
+The neutral helper at the package top: every layer writes through it, and it imports nothing of
+the package but the errors. The CLI checks every output path with ``check_output_*`` before any
+work starts, so a bad ``--out`` fails in a second, not after an hour of training.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import ArgumentError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -41,3 +44,47 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, payload: Any) -> None:
     """Indented JSON with a final newline, written atomically."""
     write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def check_output_file(
+    path: str | Path, *, argument: str, inputs: tuple[str | Path, ...] = ()
+) -> Path:
+    """Before any work: ``path`` can be written as a file and is none of ``inputs``.
+
+    Raises ``ArgumentError(argument, ...)``: a folder where a file is due, a file where a folder
+    is due on the way, a place that cannot be written, or an output that would replace an input.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ArgumentError(argument, f"{path}: is a folder; give a file name")
+    for given in inputs:
+        if given is not None and Path(given).exists() and path.exists() and path.samefile(given):
+            raise ArgumentError(argument, f"{path}: is an input of this command; write elsewhere")
+    _check_writable_parent(path, argument)
+    return path
+
+
+def check_output_dir(path: str | Path, *, argument: str) -> Path:
+    """Before any work: ``path`` is, or can be made, a writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(argument, f"{path}: is a file; give a folder")
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ArgumentError(
+                argument, f"{path}: cannot write in this folder (permission denied)"
+            )
+        return path
+    _check_writable_parent(path, argument)
+    return path
+
+
+def _check_writable_parent(path: Path, argument: str) -> None:
+    """The nearest existing ancestor is a folder we may create entries in."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ArgumentError(argument, f"{path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ArgumentError(argument, f"{path}: cannot write in {ancestor} (permission denied)")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import ArgumentError
-from ..files import write_json
+from ..files import check_output_dir, check_output_file, write_json
 from .args import (
     Subparsers,
     add_data_flags,
@@ -54,12 +54,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device, resolve_precision
     from ..engine.checkpoint import load_model
     from ..engine.evaluate import evaluate
+    from ..models import has_dropout
     from .train import bn_training_data, precise_bn
 
     # Every flag is checked before any work: a precise-BN pass alone takes minutes.
     if not 0 < args.bf_tolerance < 1:
         raise ArgumentError("bf_tolerance", f"must be in (0, 1), got {args.bf_tolerance}")
+    if args.out:
+        check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
     if args.plots:
+        check_output_dir(args.plots, argument="plots")
         _require_matplotlib()
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
@@ -67,6 +71,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, config, payload = load_model(
         args.checkpoint, expect_num_classes=dataset.info.num_classes
     )
+    if args.mc_samples and not has_dropout(model):
+        raise ArgumentError("mc_samples", no_dropout(config.name))
     train_set = bn_training_data(args, payload) if args.precise_bn else None
     model.to(device)
     if train_set is not None:
@@ -84,6 +90,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         _write_plots(Path(args.plots), metrics)
     return 0
+
+
+def no_dropout(model: str) -> str:
+    return f"{model} has no dropout, so every sample would be the same; use a bayesian_* model"
 
 
 def _require_matplotlib() -> None:
@@ -132,15 +142,19 @@ def add_predict(sub: Subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device, resolve_precision
-    from ..engine.predict import Segmenter, expand_inputs, predict_files
+    from ..engine.predict import Segmenter, check_prediction_folder, expand_inputs, predict_files
     from ..engine.weights import load_for_inference
+    from ..models import has_dropout
 
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     paths = expand_inputs(args.inputs)
+    check_prediction_folder(Path(args.out), paths)
     model, config = load_for_inference(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights
     )
+    if args.mc_samples and not has_dropout(model):
+        raise ArgumentError("mc_samples", no_dropout(config.name))
     segmenter = Segmenter(model, config, device=device, precision=precision)
     written = predict_files(segmenter, paths, Path(args.out), mc_samples=args.mc_samples)
     print(f"{len(paths)} image(s) segmented; {len(written)} files written to {args.out}")

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..data import SPLITS
 from ..deploy.export import EXPORT_FORMATS
 from ..deploy.runtime import PRECISIONS
 from ..errors import ArgumentError
-from ..files import write_json
+from ..files import check_output_file, write_json
+
+if TYPE_CHECKING:
+    from torch import nn
+
 from .args import (
     Subparsers,
     add_data_flags,
@@ -25,6 +33,10 @@ def add_data(sub: Subparsers) -> None:
     add_data_flags(s, split="train")
     s.add_argument("--out", help="JSON file (default: print only)")
     s.set_defaults(run=run_data_stats)
+    v = data_sub.add_parser("verify", help="read every image and mask once; list every problem")
+    add_data_flags(v)
+    v.add_argument("--splits", nargs="+", default=["train", "val"], choices=SPLITS, metavar="SPLIT")
+    v.set_defaults(run=run_data_verify)
     g = data_sub.add_parser("groups", help="sequences in a split (for --holdout-groups / --groups)")
     add_data_flags(g, split="train")
     add_group_pattern_flag(g)
@@ -34,6 +46,8 @@ def add_data(sub: Subparsers) -> None:
 def run_data_stats(args: argparse.Namespace) -> int:
     from ..data.stats import dataset_stats
 
+    if args.out:
+        check_output_file(args.out, argument="out")
     stats = dataset_stats(open_data(args, args.split))
     print(f"{'class':<14}{'fraction':>10}{'median-freq weight':>20}")
     for row in stats["classes"]:
@@ -42,6 +56,23 @@ def run_data_stats(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, stats)
         print(f"stats written to {args.out}")
+    return 0
+
+
+def run_data_verify(args: argparse.Namespace) -> int:
+    from ..data.verify import Verification, verify_dataset
+
+    found = Verification()
+    for split in args.splits:
+        verify_dataset(open_data(args, split), found=found)
+    for problem in found.problems:
+        print(f"problem: {problem}")
+    for path, pixels in found.unknown_colours.items():
+        print(f"warning: {path}: {pixels} pixels of colours not in the palette are read as void")
+    sizes = ", ".join(f"{w}x{h} ({n})" for (h, w), n in found.sizes.most_common(5))
+    print(f"{found.images} images read ({', '.join(args.splits)}); sizes (WxH): {sizes or '-'}")
+    if not found.ok:
+        raise ArgumentError("data", f"{args.data}: {len(found.problems)} problem(s), listed above")
     return 0
 
 
@@ -96,31 +127,48 @@ def add_export(sub: Subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..deploy.export import check_export, example_images, export_model
+    from ..deploy.export import export_model
     from ..engine.checkpoint import load_model
 
+    final = check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
     model, config, _ = load_model(args.checkpoint)
-    path = export_model(model, args.out, format=args.format, size=args.size,
-                        in_channels=config.in_channels, dynamic=args.dynamic)  # fmt: skip
+    # Checked before it is put in place: a file that disagrees with PyTorch never lands at --out.
+    target = final.with_name(f".{final.name}.unchecked") if args.check else final
+    try:
+        export_model(model, target, format=args.format, size=args.size,
+                     in_channels=config.in_channels, dynamic=args.dynamic)  # fmt: skip
+        if args.check:
+            _check_exported(target, model, config.in_channels, args)
+            os.replace(target, final)
+    finally:
+        if target != final:
+            target.unlink(missing_ok=True)
     shape = (
         "dynamic N, H, W"
         if args.dynamic
         else f"fixed 1x{config.in_channels}x{args.size[0]}x{args.size[1]}"
     )
-    print(f"{config.name} exported to {path} ({args.format}, {shape})")
-    if args.check:
-        images = example_images(args.size, config.in_channels, dynamic=False)
-        result = check_export(path, model, images, format=args.format)
-        print(
-            f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
-            f"max |logit difference| {result['max_abs_diff']:.2e}"
-        )
-        if result["agreement"] < 0.999:
-            raise ArgumentError(
-                "out",
-                f"{path}: the exported model disagrees with PyTorch on more than 0.1% of pixels",
-            )
+    print(f"{config.name} exported to {final} ({args.format}, {shape})")
     return 0
+
+
+def _check_exported(
+    path: Path, model: nn.Module, in_channels: int, args: argparse.Namespace
+) -> None:
+    """Runs the exported file against PyTorch; refuses one that disagrees."""
+    from ..deploy.export import check_export, example_images
+
+    images = example_images(args.size, in_channels, dynamic=False)
+    result = check_export(path, model, images, format=args.format)
+    print(
+        f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
+        f"max |logit difference| {result['max_abs_diff']:.2e}"
+    )
+    if result["agreement"] < 0.999:
+        raise ArgumentError(
+            "out", f"{args.out}: not written: the exported model disagrees with PyTorch on more "
+            "than 0.1% of pixels (--no-check writes it anyway)",
+        )  # fmt: skip
 
 
 def add_benchmark(sub: Subparsers) -> None:
@@ -159,6 +207,8 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     from ..benchmark import format_table, run_benchmark
     from ..engine.predict import expand_inputs
 
+    if args.json:
+        check_output_file(args.json, argument="json", inputs=(args.checkpoint,))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models and not args.checkpoint:
         raise ArgumentError("models", "needs at least one model name")

@@ -13,6 +13,7 @@ from ..data import SegmentationDataset
 from ..deploy.runtime import PRECISIONS
 from ..engine.config import OPTIMIZERS, SCHEDULES
 from ..errors import SegNetError
+from ..files import check_output_file
 from .args import Subparsers, add_data_flags, add_group_pattern_flag, open_data, positive_int
 
 
@@ -97,6 +98,9 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device
     from ..engine.checkpoint import check_num_classes, load_model, save_checkpoint
 
+    source = Path(args.checkpoint)
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_precise_bn.pt")
+    check_output_file(out, argument="out", inputs=(source,))
     model, config, payload = load_model(args.checkpoint)
     dataset = bn_training_data(args, payload)
     check_num_classes(args.checkpoint, config, dataset.info.num_classes)
@@ -108,8 +112,6 @@ def run_bn_stats(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_images=args.max_images,
     )
-    source = Path(args.checkpoint)
-    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_precise_bn.pt")
     # An inference checkpoint: the optimizer state belongs to the run it came from.
     skip = {"format", "version", "model", "data", "state_dict", "optimizer", "scheduler"}
     extra = {k: v for k, v in payload.items() if k not in skip}

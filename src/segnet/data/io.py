@@ -6,6 +6,7 @@ into place, so an interrupted run never leaves a half-written PNG behind.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,20 +19,46 @@ from ..files import atomic_write
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+# Pixels we agree to decode: 16x a 4K frame. A header claiming more is refused before decoding
+# (Pillow's own bomb check warns from 89M pixels and raises from 179M, with a traceback).
+MAX_PIXELS = 16 * 3840 * 2160
+
+
 def _open(path: Path) -> Image.Image:
+    """The decoded image, or a one-line error naming the file; no file handle is left open."""
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{width}x{height}")
+                image.load()
+                return image.copy()  # in memory: the file is closed on leaving the block
     except FileNotFoundError:
         raise SegNetError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except IsADirectoryError:
+        raise SegNetError(f"{path}: is a folder, not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SegNetError(
+            f"{path}: its header claims more pixels than this tool decodes ({MAX_PIXELS:,}); "
+            "resize the image first"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise SegNetError(f"{path}: not a readable image ({error}); replace or remove it") from None
-    return image
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB image as uint8 (H, W, 3); greyscale and RGBA are converted."""
-    return np.asarray(_open(Path(path)).convert("RGB"))
+    """RGB image as uint8 (H, W, 3): greyscale, palette and RGBA are converted, and 16-bit or
+    32-bit greyscale is scaled to 8 bits (Pillow's own conversion clips it to white)."""
+    path = Path(path)
+    image = _open(path)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_mask(
@@ -51,12 +78,32 @@ def read_mask(
             f"{path}: colour mask ({image.mode}) but no palette given; "
             "pass `palette` FILE or store masks as class-index PNGs"
         )
-    rgb = np.asarray(image.convert("RGB")).astype(np.int32)
-    keys = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    keys = _colour_keys(image)
     labels = np.full(keys.shape, void, dtype=np.uint8)
-    for index, (r, g, b) in enumerate(palette):
-        labels[keys == ((r << 16) | (g << 8) | b)] = index
+    for index, colour in enumerate(palette):
+        labels[keys == _key(colour)] = index
     return labels
+
+
+def unknown_colour_pixels(path: str | Path, palette: Sequence[tuple[int, int, int]]) -> int:
+    """Pixels of a colour mask whose colour is neither in ``palette`` nor black: ``read_mask``
+    turns them into void, so a typo in a palette silently erases a class. 0 for index masks."""
+    image = _open(Path(path))
+    if image.mode in ("L", "P", "I", "I;16"):
+        return 0
+    known = np.array([_key(c) for c in palette] + [0], dtype=np.int64)
+    return int((~np.isin(_colour_keys(image), known)).sum())
+
+
+def _colour_keys(image: Image.Image) -> np.ndarray:
+    """(H, W) int64 with one key per RGB colour: 0xRRGGBB."""
+    rgb = np.asarray(image.convert("RGB")).astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _key(colour: Sequence[int]) -> int:
+    r, g, b = colour
+    return (int(r) << 16) | (int(g) << 8) | int(b)
 
 
 def check_pair(

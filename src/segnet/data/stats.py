@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, SegNetError
 from .base import SegmentationDataset
 
 WEIGHTING = ("median", "median_sqrt", "natural", "none")
 
 
 def class_pixel_counts(dataset: SegmentationDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per class: pixels of that class, and valid pixels of the images containing it."""
+    """Per class: pixels of that class, and valid pixels of the images containing it. A
+    dataset without one labelled pixel is an error: no frequency or weight is defined."""
     k, void = dataset.info.num_classes, dataset.info.ignore_index
     class_pixels = np.zeros(k, dtype=np.int64)
     image_pixels = np.zeros(k, dtype=np.int64)
@@ -31,6 +32,11 @@ def class_pixel_counts(dataset: SegmentationDataset) -> tuple[np.ndarray, np.nda
         counts = np.bincount(valid, minlength=k)[:k]
         class_pixels += counts
         image_pixels[counts > 0] += valid.size
+    if not class_pixels.any():
+        raise SegNetError(
+            f"{len(dataset)} images without one labelled pixel (all void): check the masks, "
+            "their palette (colour masks) or the void label"
+        )
     return class_pixels, image_pixels
 
 

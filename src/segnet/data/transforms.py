@@ -129,3 +129,25 @@ class AugmentedDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, mask = self.augment(*self.dataset.load(index), rng)
         return to_tensors(image, mask)
+
+
+class PadCollate:
+    """Batches samples of different sizes by padding each to the batch's largest height and
+    width at the bottom/right: images with 0 (the mean colour, after normalisation), masks with
+    the void label, so padding is never scored or learned from. Same-size batches are stacked
+    as they are."""
+
+    def __init__(self, *, ignore_index: int) -> None:
+        self.ignore_index = ignore_index
+
+    def __call__(
+        self, samples: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        height = max(image.shape[-2] for image, _ in samples)
+        width = max(image.shape[-1] for image, _ in samples)
+        images = torch.zeros(len(samples), samples[0][0].shape[0], height, width)  # (N, 3, H, W)
+        masks = torch.full((len(samples), height, width), self.ignore_index, dtype=torch.long)
+        for i, (image, mask) in enumerate(samples):
+            images[i, :, : image.shape[-2], : image.shape[-1]] = image
+            masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+        return images, masks

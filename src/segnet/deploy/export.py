@@ -78,8 +78,6 @@ def export_model(
     if format not in EXPORT_FORMATS:
         raise ArgumentError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ArgumentError("out", f"{path}: folder {path.parent} does not exist")
     net = prepare(model)
     images = example_images(size, in_channels, dynamic=dynamic)
     try:

@@ -98,7 +98,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ArgumentError(
             "checkpoint", f"{path}: not a segnet checkpoint (made by segnet train?)"
         )
+    missing = _missing_fields(payload)
+    if missing:
+        raise ArgumentError(
+            "checkpoint",
+            f"{path}: incomplete segnet checkpoint (no {missing}); re-save it with segnet",
+        )
     return payload
+
+
+# What every checkpoint holds (module docstring): what rebuilding the model needs.
+_REQUIRED = {
+    "model": {"name": str, "num_classes": int},
+    "data": {"class_names": list, "palette": list, "ignore_index": int, "mean": list, "std": list},
+}
+
+
+def _missing_fields(payload: dict[str, Any]) -> str | None:
+    """The first required field a payload lacks (or holds with the wrong type), as ``a.b``."""
+    if not isinstance(payload.get("state_dict"), dict):
+        return "state_dict"
+    for section, keys in _REQUIRED.items():
+        if not isinstance(payload.get(section), dict):
+            return section
+        for key, kind in keys.items():
+            if not isinstance(payload[section].get(key), kind):
+                return f"{section}.{key}"
+    return None
 
 
 def check_num_classes(path: str | Path, config: ModelConfig, num_classes: int) -> None:

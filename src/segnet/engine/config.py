@@ -9,10 +9,12 @@ A YAML file (``--config``) holds the same keys; flags given on the command line 
 
 from __future__ import annotations
 
+import math
+import types
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -26,6 +28,53 @@ from ..models import model_entry
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "poly", "cosine")
 CLASS_WEIGHTS = WEIGHTING  # or a JSON file of K numbers
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits the annotation ``hint``, else an error naming ``key``. A number
+    written as a string (YAML reads ``1e-3`` as one) becomes a float where a float is due."""
+    if _fits(value, hint):
+        return value
+    if isinstance(value, str) and _fits(1.0, hint) and not _fits("", hint):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            return number
+    raise ArgumentError(key, f"must be {_describe(hint)}, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:  # an int is a number too; a bool is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        kinds = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(kinds) + (" (or null)" if type(None) in args else "")
+    if origin is list:
+        return f"a list of {_describe(args[0]).split(' ', 1)[1]}s"
+    if origin is dict:
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 @dataclass
@@ -73,6 +122,9 @@ class TrainConfig:
     max_batches: int | None = None  # cap batches per epoch (quick checks)
 
     def __post_init__(self) -> None:
+        for key, hint in get_type_hints(TrainConfig).items():  # types first: ranges need them
+            setattr(self, key, _typed(key, getattr(self, key), hint))
+
         def one_of(choices: Iterable[str]) -> str:
             return f"one of {', '.join(choices)}"
 
@@ -81,7 +133,10 @@ class TrainConfig:
             (self.data is not None or not DATASETS[self.dataset].needs_root, "data", "given for this dataset"),
             (self.epochs >= 1, "epochs", "at least 1"),
             (self.batch_size >= 1, "batch_size", "at least 1"),
-            (self.lr is None or self.lr > 0, "lr", "positive"),
+            (self.lr is None or 0 < self.lr < math.inf, "lr", "positive and finite"),
+            (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
+            (0 <= self.weight_decay < math.inf, "weight_decay", "0 or more, finite"),
+            (0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "between 0 and epochs"),
             (self.optimizer in OPTIMIZERS, "optimizer", one_of(OPTIMIZERS)),
             (self.schedule in SCHEDULES, "schedule", one_of(SCHEDULES)),
             (self.precision in PRECISIONS, "precision", one_of(PRECISIONS)),
@@ -91,7 +146,7 @@ class TrainConfig:
             (self.val_every >= 1, "val_every", "at least 1"),
             *((0 <= getattr(self, k) < 1, k, "in [0, 1)") for k in ("brightness", "contrast", "saturation")),
             (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
-            (self.gamma >= 0, "gamma", "0 or more"),
+            (0 <= self.gamma < math.inf, "gamma", "0 or more, finite"),
             (self.holdout_groups is None or len(self.holdout_groups) > 0, "holdout_groups", "one or more group names"),
         ]  # fmt: skip
         for ok, key, requirement in checks:
@@ -106,9 +161,16 @@ class TrainConfig:
     @classmethod
     def from_sources(cls, *, config_file: str | None, overrides: dict[str, Any]) -> TrainConfig:
         """YAML values, then command-line overrides (those not None)."""
-        values = read_yaml(Path(config_file)) if config_file else {}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        from_file = read_yaml(Path(config_file)) if config_file else {}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**{**from_file, **given})
+        except ArgumentError as error:  # a bad value from the file: name the file and its key
+            if error.name in from_file and error.name not in given:
+                raise ArgumentError(
+                    "config", f"{config_file}: {error.name} {error.detail}"
+                ) from None
+            raise
 
     @classmethod
     def for_resume(

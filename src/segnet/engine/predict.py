@@ -14,7 +14,8 @@ from torch import nn
 from ..data.base import normalize
 from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
 from ..deploy.optimize import optimize_for_inference
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
+from ..files import check_output_dir
 from .checkpoint import ModelConfig
 from .inference import predict_probabilities
 
@@ -38,6 +39,20 @@ def expand_inputs(inputs: Iterable[str]) -> list[Path]:
                 raise SegNetError(f"{item}: no such file, folder or matching images")
         paths.extend(p for p in found if p not in paths)
     return paths
+
+
+def check_prediction_folder(out: Path, inputs: Sequence[Path]) -> None:
+    """``out`` must be a writable folder holding none of the inputs: outputs beside their
+    inputs could replace them (``x.png`` -> label map ``x.png``) and would be read back as
+    inputs by the next run over that folder."""
+    check_output_dir(out, argument="out")
+    if not out.exists():
+        return
+    for path in inputs:
+        if path.resolve().parent == out.resolve():
+            raise ArgumentError(
+                "out", f"{out}: holds the input {path.name}; write predictions to another folder"
+            )
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:

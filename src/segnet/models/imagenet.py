@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
 from . import MODELS
 from .encoders import VGG16_BLOCKS
 from .resnet import RESNET50_LAYERS, ResNetEncoder
@@ -199,13 +199,18 @@ def _download(arch: str) -> dict[str, Tensor]:
 
 def _read(path: Path) -> Mapping[str, object]:
     if not path.is_file():
-        raise SegNetError(f"encoder weights file {path} does not exist")
+        raise ArgumentError("encoder_weights", f"{path}: file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise SegNetError(f"could not read encoder weights {path}: {error}") from error
+    except Exception as error:  # torch's unpickler explains itself over many lines: keep one
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            reason = "it holds Python objects, not only tensors, and is not loaded for safety"
+        raise ArgumentError("encoder_weights", f"{path}: not readable: {reason}") from None
     if not isinstance(state, Mapping):
-        raise SegNetError(f"{path} holds a {type(state).__name__}, not a state dict")
+        raise ArgumentError(
+            "encoder_weights", f"{path}: holds a {type(state).__name__}, not a state dict"
+        )
     return state
 
 
