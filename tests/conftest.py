@@ -10,6 +10,9 @@ import torch
 from PIL import Image
 
 import segnet
+from segnet.data.base import DatasetInfo
+from segnet.data.folder import default_palette
+from segnet.engine.checkpoint import ModelConfig, save_checkpoint
 
 CAMVID_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "CamVid"
 
@@ -97,3 +100,13 @@ def write_folder_dataset(
 def tiny_folder(tmp_path) -> Path:
     """3 classes, 4 train + 2 val images of 32x48."""
     return write_folder_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """An untrained 3-class SegNet-Basic checkpoint (outputs need not be good, only valid)."""
+    info = DatasetInfo(class_names=("a", "b", "c"), palette=default_palette(3), ignore_index=255)
+    config = ModelConfig.for_dataset("segnet_basic", info)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, config=config, model=config.build())
+    return path

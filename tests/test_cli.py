@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,16 +14,6 @@ from segnet.cli import main
 from segnet.data.base import DatasetInfo
 from segnet.data.folder import default_palette
 from segnet.engine.checkpoint import ModelConfig, save_checkpoint
-
-
-@pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    """An untrained 3-class SegNet-Basic checkpoint (outputs need not be good, only valid)."""
-    info = DatasetInfo(class_names=("a", "b", "c"), palette=default_palette(3), ignore_index=255)
-    config = ModelConfig.for_dataset("segnet_basic", info)
-    path = tmp_path / "model.pt"
-    save_checkpoint(path, config=config, model=config.build())
-    return path
 
 
 def _fails(capsys, argv: list[str], *needles: str) -> str:

@@ -91,16 +91,22 @@ def test_exporter_failure_is_one_line_and_writes_nothing(tmp_path, capsys, monke
         == "segnet: error: --format torch-export: export failed (RuntimeError: Dynamic control flow is not supported)"
     )
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
-    assert (
-        main(
-            [
-                "export",
-                "--checkpoint",
-                str(tmp_path / "ckpt.pt"),
-                "--out",
-                str(tmp_path / "no" / "m.onnx"),
-            ]
-        )
-        == 2
+    # a file where a folder is due: refused before the model is even loaded
+    (tmp_path / "a_file").write_text("x")
+    bad_out = str(tmp_path / "a_file" / "m.onnx")
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", bad_out]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_export_that_fails_its_check_is_not_written(tmp_path, capsys, monkeypatch) -> None:
+    import segnet.deploy.export as export
+
+    monkeypatch.setattr(
+        export, "check_export", lambda *a, **k: {"agreement": 0.5, "max_abs_diff": 9.0}
     )
-    assert "does not exist" in capsys.readouterr().err
+    out = tmp_path / "m.pt2"
+    argv = ["export", "--checkpoint", str(_checkpoint(tmp_path)), "--format", "torch-export",
+            "--out", str(out), "--size", "32x32"]  # fmt: skip
+    assert main(argv) == 2
+    assert "not written: the exported model disagrees" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no file, no temp file

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import write_folder_dataset
 from segnet import SegNetError
+from segnet.data.transforms import PadCollate
 from segnet.engine.checkpoint import load_model, read_checkpoint
 from segnet.engine.config import TrainConfig
 from segnet.engine.train import SegmentationLoss, fit
@@ -151,3 +153,34 @@ def test_init_weights_errors_name_the_flag(tiny_folder, tmp_path) -> None:
         fit(_config(tiny_folder, tmp_path / "b", model="fcn_basic", init_weights=str(tmp_path / "basic" / "last.pt")),
             progress=False)  # fmt: skip
     assert not (tmp_path / "b").exists()  # nothing written for a run that never started
+
+
+def test_images_of_different_sizes_train_in_padded_batches(tmp_path) -> None:
+    root = write_folder_dataset(tmp_path / "mixed", counts={"train": 4, "val": 1})
+    from PIL import Image  # one training pair of another size
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(
+        root / "train/images/train_0.png"
+    )
+    Image.fromarray(rng.integers(0, 3, (40, 56), dtype=np.uint8)).save(
+        root / "train/masks/train_0.png"
+    )
+    collate = PadCollate(ignore_index=255)
+    images, masks = collate([(torch.ones(3, 32, 48), torch.zeros(32, 48, dtype=torch.long)),
+                             (torch.ones(3, 40, 56), torch.ones(40, 56, dtype=torch.long))])  # fmt: skip
+    assert images.shape == (2, 3, 40, 56) and masks.shape == (2, 40, 56)
+    assert (
+        (masks[0, 32:] == 255).all()
+        and (masks[0, :, 48:] == 255).all()
+        and (images[0, :, 32:] == 0).all()
+    )
+    config = _config(root, tmp_path / "run", epochs=1, batch_size=4, crop=None)
+    assert fit(config, progress=False)["epochs_run"] == 1
+
+
+def test_a_corrupt_val_image_stops_training_before_the_first_epoch(tiny_folder, tmp_path) -> None:
+    (tiny_folder / "val" / "images" / "val_1.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(SegNetError, match=r"1 problem\(s\) in the data, the first: .*val_1.png"):
+        fit(_config(tiny_folder, tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()

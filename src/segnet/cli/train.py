@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -20,10 +20,21 @@ from .args import Subparsers, add_data_flags, add_group_pattern_flag, open_data,
 def add_train(sub: Subparsers) -> None:
     p = sub.add_parser("train", help="train a model (the paper's recipe by default)")
     p.add_argument("--config", help="YAML file with training keys (flags override it)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from last.pt")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from last.pt (flags may change only how long, how fast "
+        "and where it runs: --epochs, --max-batches, --val-every, --num-workers, --device, ...)",
+    )  # fmt: skip
     p.add_argument("--model")
     add_data_flags(p, default_dataset=None)
-    p.add_argument("--out", help="run folder: last.pt, best.pt, log.csv, config.yaml")
+    p.add_argument(
+        "--out", help="run folder: last.pt, best.pt, log.csv, config.yaml "
+        "(default: a new runs/MODEL_DATASET_YYYYmmdd-HHMMSS)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in --out (its files are removed first)",
+    )  # fmt: skip
     p.add_argument("--epochs", type=positive_int("--epochs"))
     p.add_argument("--batch-size", type=positive_int("--batch-size"))
     p.add_argument("--lr", type=float)
@@ -63,7 +74,8 @@ def add_train(sub: Subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..engine.config import TrainConfig
+    from ..engine.config import TrainConfig, read_yaml
+    from ..engine.runs import new_run_dir
     from ..engine.train import fit
 
     keys = {f.name for f in fields(TrainConfig)}
@@ -72,7 +84,20 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig.for_resume(args.resume, config_file=args.config, overrides=overrides)
     else:
         config = TrainConfig.from_sources(config_file=args.config, overrides=overrides)
-    result = fit(config, resume=bool(args.resume))
+    from_file = read_yaml(Path(args.config)) if args.config else {}
+    claimed = None  # no --out anywhere: a new folder of its own, never another run's
+    if not args.resume and args.out is None and "out" not in from_file:
+        claimed = new_run_dir(config.model, config.dataset)
+        config = replace(config, out=str(claimed))
+        print(f"run folder: {claimed}")
+    try:
+        result = fit(config, resume=bool(args.resume), overwrite=args.overwrite)
+    except BaseException:
+        if claimed is not None and not any(claimed.iterdir()):
+            claimed.rmdir()  # a run that wrote nothing leaves nothing
+        raise
+    if result["epochs_run"] == 0:
+        print(f"{result['out']} has trained all {config.epochs} epochs; extend it with --epochs")
     print(
         f"best val mIoU {result['best']['miou']:.4f} (epoch {result['best'].get('epoch')}); "
         f"checkpoints in {result['out']}"
@@ -162,12 +187,23 @@ def precise_bn(
 
 
 def add_demo(sub: Subparsers) -> None:
+    from ..engine.demo import EPOCHS, IMAGES  # the demo's schedule has its one home there
+
     p = sub.add_parser(
-        "demo", help="train SegNet-Basic on built-in synthetic road scenes, end to end"
+        "demo",
+        help="train SegNet-Basic on built-in synthetic road scenes, end to end, with an HTML report",
     )
-    p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--epochs", type=positive_int("--epochs"), default=12)
-    p.add_argument("--images", type=positive_int("--images"), default=96, help="training scenes")
+    p.add_argument(
+        "--out", default="outputs/demo",
+        help="output folder: index.html (the report), metrics.json, run/, predictions/",
+    )  # fmt: skip
+    p.add_argument(
+        "--epochs", type=positive_int("--epochs"), default=EPOCHS, help="default: %(default)s"
+    )
+    p.add_argument(
+        "--images", type=positive_int("--images"), default=IMAGES,
+        help="training scenes (default: %(default)s; validation: a quarter as many, at least 8)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_demo)
 

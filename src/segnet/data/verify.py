@@ -47,3 +47,16 @@ def verify_dataset(
             if unknown:
                 found.unknown_colours[str(mask_path)] = unknown
     return found
+
+
+def verify_before_training(*datasets: SegmentationDataset) -> None:
+    """Every image and mask read once, so a corrupt val image stops a run before its first
+    epoch, not after it; the error names the first problem (``segnet data verify`` lists all)."""
+    found = Verification()
+    for dataset in datasets:
+        verify_dataset(dataset, found=found)
+    if not found.ok:
+        raise SegNetError(
+            f"{len(found.problems)} problem(s) in the data, the first: {found.problems[0]} "
+            "(segnet data verify lists them all)"
+        )

@@ -176,17 +176,66 @@ class TrainConfig:
     def for_resume(
         cls, run_dir: str | Path, *, config_file: str | None, overrides: dict[str, Any]
     ) -> TrainConfig:
-        """The config a run in ``run_dir`` was started with (from its ``last.pt``), then the
-        file's values, then overrides (those not None); ``out`` stays ``run_dir``."""
+        """The config of the run in ``run_dir`` (its ``last.pt``'s), then the file's values, then
+        overrides (those not None); ``out`` stays ``run_dir``. Only ``RESUME_KEYS`` may differ
+        from the saved values (``check_resume``): the rest is the recipe the restored state
+        carries, and a new recipe is a new run."""
         from .checkpoint import read_checkpoint
 
         try:
-            saved = read_checkpoint(Path(run_dir) / "last.pt")["train_config"]
+            state = read_checkpoint(Path(run_dir) / "last.pt")
         except ArgumentError as error:  # the file came from `resume`, not `checkpoint`
             raise error.renamed("resume") from None
-        values = {**saved, **(read_yaml(Path(config_file)) if config_file else {})}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{**values, "out": str(run_dir)})
+        from_file = read_yaml(Path(config_file)) if config_file else {}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "out" in given and Path(given["out"]).resolve() != Path(run_dir).resolve():
+            raise ArgumentError("out", f"{given['out']}: a resumed run stays in `resume` {run_dir}")
+        saved = {**state["train_config"], "out": str(run_dir)}
+        try:
+            config = cls(**{**saved, **from_file, **given, "out": str(run_dir)})
+            check_resume(cls(**saved), config, epochs_done=state["epoch"], run_dir=Path(run_dir))
+        except ArgumentError as error:  # a value from the file: name the file and its key
+            if error.name in from_file and error.name not in given:
+                raise ArgumentError(
+                    "config", f"{config_file}: {error.name} {error.detail}"
+                ) from None
+            raise
+        return config
+
+
+# How long, how fast and where a resumed run goes on: the keys it takes from flags or a file.
+# Every other key is the recipe that the restored weights, optimizer, schedule and data order
+# carry; a different value would be ignored or contradicted, so it is refused.
+RESUME_KEYS = ("epochs", "max_batches", "val_every", "num_workers", "device", "precision",
+               "channels_last")  # fmt: skip
+_PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights")
+
+
+def check_resume(
+    saved: TrainConfig, config: TrainConfig, *, epochs_done: int, run_dir: Path
+) -> None:
+    """Refuses a resumed ``config`` whose values the run's restored state would contradict."""
+    new_run = f"start a new run from its weights with `init_weights` {run_dir / 'last.pt'} instead"
+    for key in (f.name for f in fields(TrainConfig)):
+        before, after = getattr(saved, key), getattr(config, key)
+        if before == after or (key in _PATH_KEYS and _same_path(before, after)):
+            continue
+        differs = f"{after!r} differs from {before!r}, the value {run_dir} was trained with"
+        if key not in RESUME_KEYS:
+            raise ArgumentError(key, f"{differs}; resuming keeps a run's recipe: {new_run}")
+        # epochs and steps per epoch time a decaying schedule and the warm-up under way
+        retimes = config.schedule != "constant" or (key == "max_batches" and config.warmup_epochs)
+        if key in ("epochs", "max_batches") and retimes:
+            schedule = f"{config.schedule} schedule" if config.schedule != "constant" else "warm-up"
+            raise ArgumentError(key, f"{differs}, and would re-time its {schedule}: {new_run}")
+    if config.epochs < epochs_done:
+        raise ArgumentError(
+            "epochs", f"must be at least {epochs_done}: {run_dir} has trained that many"
+        )
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve()
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

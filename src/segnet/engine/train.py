@@ -1,10 +1,17 @@
 """Training: ``fit(config)`` runs epochs, evaluates on val, and checkpoints every epoch.
 
-``RUN_DIR/last.pt`` (everything needed to resume) and ``RUN_DIR/best.pt`` (highest val mIoU)
-are written atomically after each epoch, with ``config.yaml``, a ``log.csv`` row and, when
-matplotlib is installed, ``curves.png`` (loss and val G/C/mIoU per epoch). Data order,
-augmentation and dropout are seeded by (seed, epoch), so ``--resume`` continues exactly as an
-uninterrupted run would.
+``RUN_DIR/last.pt`` (everything needed to resume, the log rows included) and ``RUN_DIR/best.pt``
+(highest val mIoU) are written atomically after each epoch, then ``config.yaml`` (what ran) and
+``log.csv`` (one row per epoch) are rewritten from what ``last.pt`` holds and, when matplotlib
+is installed, ``curves.png`` (loss and val G/C/mIoU per epoch). Data order, augmentation and
+dropout are seeded by (seed, epoch), so ``--resume`` continues exactly as an uninterrupted run
+would -- after a kill at any point too: a resumed run removes the temp files a killed write left
+and repairs ``config.yaml`` and ``log.csv`` from ``last.pt``.
+
+Faults stop a run before they reach the disk: a folder that holds another run is refused
+unless the run is resumed or ``overwrite`` is given (checked before any data is read; the run
+folder's rules live in runs.py), and a loss or weight that becomes NaN or infinite stops
+training (:class:`TrainingDiverged`) before it is saved, so every checkpoint on disk is finite.
 
 Loss (as the authors' Caffe loss): class-weighted pixel cross-entropy, void ignored, summed and
 divided by the number of non-void pixels -- not by the sum of weights as torch's weighted
@@ -14,7 +21,6 @@ gradient scale.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,26 +28,29 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data import open_dataset
+from ..data import DATASETS, open_dataset
 from ..data.base import SegmentationDataset
 from ..data.groups import split_groups
 from ..data.stats import resolve_class_weights
-from ..data.transforms import Augment, AugmentedDataset, Photometric
+from ..data.transforms import Augment, AugmentedDataset, PadCollate, Photometric
+from ..data.verify import verify_before_training
 from ..deploy.runtime import autocast, resolve_channels_last, resolve_device, resolve_precision
 from ..errors import ArgumentError, SegNetError
-from ..files import atomic_write
 from .checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate
 from .plots import matplotlib_available, plot_training_curves
+from .runs import LOG_FIELDS as LOG_FIELDS  # re-exported: the log's home was here
+from .runs import append_log as append_log
+from .runs import check_run_dir, clear_run_dir, read_log_rows, write_record
 
-LOG_FIELDS = ("epoch", "lr", "train_loss", "images_per_s", "epoch_s",
-              "global_accuracy", "class_accuracy", "miou", "bf")  # fmt: skip
+
+class TrainingDiverged(SegNetError):
+    """The loss or a weight became NaN or infinite; training stopped before saving it."""
 
 
 class SegmentationLoss(nn.Module):
@@ -136,8 +145,8 @@ def train_one_epoch(
         with autocast(device, precision):
             logits = model(images)  # (N, K, H, W)
         loss = loss_fn(logits, masks)
-        if not torch.isfinite(loss):
-            raise SegNetError(f"training diverged (loss {loss.item()}) at {desc}; try a lower `lr`")
+        if not torch.isfinite(loss):  # before backward: the step would poison every weight
+            raise TrainingDiverged(f"the loss became {loss.item()} at step {step + 1} of {desc}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()  # a no-op scale unless fp16
         scaler.step(optimizer)
@@ -169,14 +178,19 @@ class _Run:
     channels_last: bool = False
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"miou": -1.0})
+    log: list[dict] = field(default_factory=list)  # the rows of log.csv, one per finished epoch
+    saved_epoch: int = 0  # epochs the last.pt on disk holds (0: none written yet)
 
 
-def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
+def _prepare(config: TrainConfig, state: dict | None) -> _Run:
+    """Data, model, optimizer and schedule for ``config``; restored from ``state`` (a
+    ``last.pt`` payload) when resuming."""
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     train_set, val_set = training_splits(config)
+    if DATASETS[config.dataset].needs_root:  # files on disk: read each once before epoch 1
+        verify_before_training(train_set, val_set)
     info = train_set.info
-    state = read_checkpoint(Path(config.out) / "last.pt") if resume else None
     model_config = ModelConfig.for_dataset(config.model, info, **config.model_options)
     torch.manual_seed(config.seed)  # the initial weights depend on the seed alone
     model = model_config.build()
@@ -213,11 +227,20 @@ def _prepare(config: TrainConfig, *, resume: bool) -> _Run:
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"), channels_last=channels_last,
     )  # fmt: skip
     if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        run.start_epoch, run.best = state["epoch"], state.get("best", run.best)
+        _restore(run, state)
     return run
+
+
+def _restore(run: _Run, state: dict) -> None:
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):  # fp16 loss scale (older checkpoints: a fresh scaler)
+        run.scaler.load_state_dict(state["scaler"])
+    run.start_epoch = run.saved_epoch = state["epoch"]
+    run.best = state.get("best", run.best)
+    # Older checkpoints carry no log rows: keep log.csv's rows up to the checkpoint's epoch.
+    run.log = state.get("log") or read_log_rows(Path(run.config.out) / "log.csv", state["epoch"])
 
 
 def warm_start(model: nn.Module, model_config: ModelConfig, path: str) -> None:
@@ -250,6 +273,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
     loader = DataLoader(
         run.data, batch_size=config.batch_size, shuffle=True, drop_last=len(run.data) >= config.batch_size,
         num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
+        collate_fn=PadCollate(ignore_index=run.data.dataset.info.ignore_index),  # mixed sizes: pad
     )  # fmt: skip
     tic = time.perf_counter()
     loss, speed = train_one_epoch(
@@ -261,58 +285,107 @@ def _train_epoch(run: _Run, epoch: int) -> dict:
             "images_per_s": speed, "epoch_s": time.perf_counter() - tic}  # fmt: skip
 
 
+def _non_finite(run: _Run) -> str | None:
+    """The first weight, buffer or optimizer tensor holding NaN or inf, if any: the last step of
+    an epoch can break the weights while its loss (computed before the step) looked fine."""
+    for key, tensor in run.model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return f"the weight {key}"
+    for index, state in run.optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+                return f"the optimizer's {name} of parameter {index}"
+    return None
+
+
 def _save(run: _Run, out: Path, epoch: int, metrics: dict, *, improved: bool) -> None:
+    """best.pt before last.pt: a kill between them leaves last.pt an epoch behind, and resuming
+    redoes that epoch and rewrites best.pt identically. config.yaml and log.csv follow last.pt."""
     extra = {"epoch": epoch + 1, "metrics": metrics, "train_config": run.config.to_dict()}
     if improved:
         save_checkpoint(out / "best.pt", config=run.model_config, model=run.model, **extra)
     save_checkpoint(
         out / "last.pt", config=run.model_config, model=run.model, optimizer=run.optimizer.state_dict(),
-        scheduler=run.scheduler.state_dict(), best=run.best, **extra,
+        scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), best=run.best,
+        log=run.log, **extra,
     )  # fmt: skip
+    run.saved_epoch = epoch + 1
+    write_record(out, run.config.to_dict(), run.log)
 
 
-def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Trains per ``config``; with ``resume`` continues from ``config.out/last.pt``."""
+def fit(
+    config: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Trains per ``config`` into ``config.out``; with ``resume`` continues the run there from
+    its ``last.pt`` (``TrainConfig.for_resume`` builds a ``config`` that keeps its recipe), with
+    ``overwrite`` first removes the run there (a folder holding a run is refused otherwise).
+
+    A loss or weight that becomes non-finite raises :class:`TrainingDiverged` naming the last
+    good checkpoint; nothing non-finite is saved. Returns the best and latest val metrics, the
+    run folder and how many epochs this call trained (0: the run had finished).
+    """
     out = Path(config.out)
-    run = _prepare(config, resume=resume)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_dir(out, resume=resume, overwrite=overwrite)  # before any data is read
+    state = read_checkpoint(out / "last.pt") if resume else None
+    run = _prepare(config, state)
+    clear_run_dir(out, old_run=overwrite)
+    if state is not None:  # a kill may have come between last.pt and these
+        write_record(out, state["train_config"], run.log)
     plots = matplotlib_available()
     if not plots:
         tqdm.write("note: matplotlib is not installed, so no curves.png (pip install segnet[plot])")
-    atomic_write(out / "config.yaml", lambda f: f.write(yaml.safe_dump(config.to_dict()).encode()))
-    metrics: dict = {}
-    for epoch in range(run.start_epoch, config.epochs):
-        row = _train_epoch(run, epoch)
-        improved = False
-        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-            metrics = evaluate(
-                run.model,
-                run.val_set,
-                device=run.device,
-                precision=run.precision,
-                progress=progress,
-            )
-            row.update(
-                {k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")}
-            )
-            improved = metrics["miou"] > run.best["miou"]
-            if improved:
-                run.best = {"miou": metrics["miou"], "epoch": epoch + 1}
-        _save(run, out, epoch, metrics, improved=improved)
-        append_log(out / "log.csv", row)
-        if plots:
-            plot_training_curves(out / "log.csv", out / "curves.png")
-        _report(row, run.best, progress)
-    return {"best": run.best, "last": metrics, "out": str(out)}
+    metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
+    try:
+        for epoch in range(run.start_epoch, config.epochs):
+            metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress)
+    except TrainingDiverged as error:
+        raise TrainingDiverged(_diverged(run, out, error.message)) from None
+    return {
+        "best": run.best,
+        "last": metrics,
+        "out": str(out),
+        "epochs_run": max(0, config.epochs - run.start_epoch),
+    }
 
 
-def append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
+def _run_epoch(
+    run: _Run, out: Path, epoch: int, metrics: dict, *, plots: bool, progress: bool
+) -> dict:
+    """Trains, checks, validates (every ``val_every`` epochs and at the end) and saves one
+    epoch; returns the latest val metrics."""
+    config = run.config
+    row = _train_epoch(run, epoch)
+    broken = _non_finite(run)
+    if broken is not None:
+        raise TrainingDiverged(f"{broken} became non-finite in epoch {epoch + 1}/{config.epochs}")
+    improved = False
+    if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+        metrics = evaluate(
+            run.model, run.val_set, device=run.device, precision=run.precision, progress=progress
+        )
+        row.update({k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")})
+        improved = metrics["miou"] > run.best["miou"]
+        if improved:
+            run.best = {"miou": metrics["miou"], "epoch": epoch + 1}
+    run.log.append(row)
+    _save(run, out, epoch, metrics, improved=improved)
+    if plots:
+        plot_training_curves(out / "log.csv", out / "curves.png")
+    _report(row, run.best, progress)
+    return metrics
+
+
+def _diverged(run: _Run, out: Path, what: str) -> str:
+    """The one-line message of a diverged run: what broke, the last good checkpoint, what to do."""
+    text = f"training diverged and stopped: {what}; "
+    lower = f"start a new run with a lower `lr` than {run.config.lr:g}"
+    if run.saved_epoch == 0:
+        return text + f"no checkpoint was saved yet: {lower}"
+    last = out / "last.pt"
+    return (
+        text + f"the last good checkpoint is {last} (epoch {run.saved_epoch}): {lower}, "
+        f"from scratch or from it with `init_weights` {last}"
+    )
 
 
 def _report(row: dict, best: dict, progress: bool) -> None:
