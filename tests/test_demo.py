@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -12,7 +13,8 @@ import pytest
 
 from segnet.cli import main
 from segnet.data.classes import CAMVID_CLASSES, CAMVID_PALETTE
-from segnet.engine.report import GalleryItem, read_log, write_report
+from segnet.engine.plots import read_log
+from segnet.engine.report import GalleryItem, write_report
 
 
 class _Links(HTMLParser):
@@ -72,7 +74,7 @@ def test_report_escapes_text_and_draws_the_log(tmp_path: Path) -> None:
         "1,0.1,1.5,2,3,,,,\n2,0.05,0.9,2,3,0.5,0.4,0.3,0.2\n3,0.01,0.7,2,3,0.6,0.5,0.4,\n"
     )
     rows = read_log(log)
-    assert rows[0]["miou"] is None and rows[1]["miou"] == 0.3 and rows[2]["bf"] is None
+    assert math.isnan(rows[0]["miou"]) and rows[1]["miou"] == 0.3 and math.isnan(rows[2]["bf"])
     (tmp_path / "a.png").write_bytes(b"")
     metrics = {"global_accuracy": 0.6, "class_accuracy": 0.5, "miou": 0.4, "bf": None,
                "per_class": [{"name": "<road>", "accuracy": 0.7, "iou": float("nan")}]}  # fmt: skip

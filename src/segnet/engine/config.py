@@ -20,14 +20,12 @@ import yaml
 
 from ..data import DATASETS
 from ..data.groups import DEFAULT_GROUP_PATTERN
-from ..data.stats import WEIGHTING
 from ..deploy.runtime import PRECISIONS
 from ..errors import ArgumentError
 from ..models import model_entry
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "poly", "cosine")
-CLASS_WEIGHTS = WEIGHTING  # or a JSON file of K numbers
 
 
 def _typed(key: str, value: Any, hint: Any) -> Any:

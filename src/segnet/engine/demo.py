@@ -30,8 +30,9 @@ from ..deploy.runtime import resolve_device, resolve_precision
 from ..files import write_json
 from .checkpoint import ModelConfig, load_model
 from .config import TrainConfig
+from .plots import read_log
 from .predict import Segmenter, colorize, write_prediction
-from .report import GalleryItem, read_log, write_report
+from .report import GalleryItem, write_report
 from .train import fit, open_split
 
 # The schedule: 7 epochs of 96 scenes, one scene per step. Measured against the former 12

@@ -10,7 +10,6 @@ integers, never from strings.
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 from collections.abc import Sequence
@@ -86,7 +85,7 @@ def write_report(
     """Writes the page atomically and returns ``path``.
 
     ``metrics`` is :func:`segnet.engine.evaluate.evaluate`'s dict (G, C, mIoU, BF, per_class);
-    ``log`` the rows of ``log.csv`` (:func:`read_log`); ``summary`` lines go under the title;
+    ``log`` the rows of ``log.csv`` (:func:`segnet.engine.plots.read_log`, blanks NaN); ``summary`` lines go under the title;
     ``void_colour``, where given, is how the ground-truth images show unlabelled pixels.
     """
     sections = [
@@ -105,15 +104,6 @@ def write_report(
     ]
     write_text(path, _PAGE.format(title=_e(title), body="\n".join(sections)))
     return path
-
-
-def read_log(path: Path) -> list[dict[str, float | None]]:
-    """``log.csv`` rows as numbers; a blank cell (no validation that epoch) is None."""
-    with Path(path).open(newline="") as f:
-        return [
-            {key: float(value) if value not in ("", None) else None for key, value in row.items()}
-            for row in csv.DictReader(f)
-        ]
 
 
 def _e(text: object) -> str:
