@@ -12,6 +12,7 @@ from torch import nn
 from ..data import SegmentationDataset
 from ..deploy.runtime import PRECISIONS
 from ..engine.config import OPTIMIZERS, SCHEDULES
+from ..engine.distributed import DEFAULT_TIMEOUT_S, Distributed
 from ..errors import SegNetError
 from ..files import check_output_file
 from .args import Subparsers, add_data_flags, add_group_pattern_flag, open_data, positive_int
@@ -50,11 +51,7 @@ def add_train(sub: Subparsers) -> None:
         p.add_argument(
             f"--{jitter}", type=float, metavar="S", help=f"photometric {jitter} jitter (0: off)"
         )
-    p.add_argument(
-        "--holdout-groups", nargs="+", metavar="GROUP",
-        help="validate on these sequences of the train split (e.g. 0001TP), train on the rest",
-    )  # fmt: skip
-    add_group_pattern_flag(p)
+    _add_split_flags(p)
     p.add_argument(
         "--encoder-weights", help="imagenet (downloads) or a torchvision-format .pth file"
     )
@@ -68,34 +65,91 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
     )
-    p.add_argument("--device")
+    p.add_argument(
+        "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda is cuda:LOCAL_RANK)"
+    )
     p.add_argument("--precision", choices=PRECISIONS)
+    _add_scale_flags(p)
     p.set_defaults(run=run_train)
 
 
+def _add_split_flags(p: argparse.ArgumentParser) -> None:
+    """Which images train and which validate."""
+    p.add_argument(
+        "--holdout-groups", nargs="+", metavar="GROUP",
+        help="validate on these sequences of the train split (e.g. 0001TP), train on the rest",
+    )  # fmt: skip
+    add_group_pattern_flag(p)
+    p.add_argument(
+        "--synthetic-images", type=positive_int("--synthetic-images"), metavar="N",
+        help="--dataset synthetic: N training scenes (val: a quarter, at least 8)",
+    )  # fmt: skip
+    p.add_argument("--synthetic-size", type=int, nargs=2, metavar=("H", "W"))
+
+
+def _add_scale_flags(p: argparse.ArgumentParser) -> None:
+    """Flags for runs beyond one process (torchrun) and for watching a run."""
+    p.add_argument(
+        "--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+        help="under torchrun on GPUs: BN statistics over every process's batch",
+    )  # fmt: skip
+    p.add_argument(
+        "--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+        help="write TensorBoard events to OUT/tensorboard (pip install 'segnet[tensorboard]')",
+    )  # fmt: skip
+    p.add_argument(
+        "--dist-timeout", type=positive_int("--dist-timeout"), metavar="SECONDS",
+        default=int(DEFAULT_TIMEOUT_S),
+        help="under torchrun: how long a process waits for the others before it stops "
+        "(default: %(default)s)",
+    )  # fmt: skip
+
+
 def run_train(args: argparse.Namespace) -> int:
+    """One process, or under ``torchrun`` each of them (engine/distributed.py): every process
+    runs this; rank 0 alone prints and writes."""
+    from ..engine.distributed import Stopped, session
+
+    try:
+        with session(timeout_s=args.dist_timeout) as group:
+            return _train(args, group)
+    except Stopped:  # another process failed; rank 0 printed why
+        return 2
+
+
+def _train(args: argparse.Namespace, group: Distributed) -> int:
     from ..engine.config import TrainConfig, read_yaml
     from ..engine.runs import new_run_dir
     from ..engine.train import fit
 
     keys = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in keys}
-    if args.resume:
-        config = TrainConfig.for_resume(args.resume, config_file=args.config, overrides=overrides)
-    else:
-        config = TrainConfig.from_sources(config_file=args.config, overrides=overrides)
+
+    def configure() -> TrainConfig:
+        if args.resume:
+            return TrainConfig.for_resume(args.resume, config_file=args.config, overrides=overrides)
+        return TrainConfig.from_sources(config_file=args.config, overrides=overrides)
+
+    config = group.agree(configure)
     from_file = read_yaml(Path(args.config)) if args.config else {}
     claimed = None  # no --out anywhere: a new folder of its own, never another run's
     if not args.resume and args.out is None and "out" not in from_file:
-        claimed = new_run_dir(config.model, config.dataset)
+        # rank 0 claims the folder; every process records the same one
+        folder = group.agree(
+            lambda: new_run_dir(config.model, config.dataset) if group.is_main else None
+        )
+        claimed = Path(group.broadcast(str(folder) if folder else None))
         config = replace(config, out=str(claimed))
-        print(f"run folder: {claimed}")
+        if group.is_main:
+            print(f"run folder: {claimed}")
     try:
-        result = fit(config, resume=bool(args.resume), overwrite=args.overwrite)
+        result = fit(config, resume=bool(args.resume), overwrite=args.overwrite, group=group)
     except BaseException:
-        if claimed is not None and not any(claimed.iterdir()):
+        if group.is_main and claimed is not None and not any(claimed.iterdir()):
             claimed.rmdir()  # a run that wrote nothing leaves nothing
         raise
+    if not group.is_main:
+        return 0
     if result["epochs_run"] == 0:
         print(f"{result['out']} has trained all {config.epochs} epochs; extend it with --epochs")
     print(

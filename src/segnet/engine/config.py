@@ -118,6 +118,9 @@ class TrainConfig:
     )
     model_options: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # cap batches per epoch (quick checks)
+    # Under torchrun: BN statistics over every process's batch (CUDA only; one process: a no-op).
+    sync_bn: bool = False
+    tensorboard: bool = False  # event files under RUN/tensorboard (segnet[tensorboard])
 
     def __post_init__(self) -> None:
         for key, hint in get_type_hints(TrainConfig).items():  # types first: ranges need them
@@ -205,7 +208,7 @@ class TrainConfig:
 # Every other key is the recipe that the restored weights, optimizer, schedule and data order
 # carry; a different value would be ignored or contradicted, so it is refused.
 RESUME_KEYS = ("epochs", "max_batches", "val_every", "num_workers", "device", "precision",
-               "channels_last")  # fmt: skip
+               "channels_last", "tensorboard")  # fmt: skip
 _PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights")
 
 

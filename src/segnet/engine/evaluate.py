@@ -1,17 +1,23 @@
-"""Evaluation over a whole split: one confusion matrix (G, C, mIoU) and per-image BF."""
+"""Evaluation over a whole split: one confusion matrix (G, C, mIoU) and per-image BF.
+
+Under torchrun each process scores every ``world_size``-th image and the confusion matrices
+and BF sums are added over the processes: the same metrics as one process scoring the whole
+split (BF up to the rounding of its float64 sum, which adds the images in another order).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
 from ..deploy.optimize import optimize_for_inference
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
-from .inference import predict_probabilities
+from .distributed import ALONE, Distributed
+from .inference import SINGLE_PASS, TestTimeAugmentation, predict_probabilities
 
 
 def evaluate(
@@ -26,6 +32,8 @@ def evaluate(
     bf_count_predicted_only: bool = False,
     progress: bool = True,
     optimize: bool = True,
+    group: Distributed = ALONE,
+    tta: TestTimeAugmentation = SINGLE_PASS,
 ) -> dict:
     """G, C, mIoU, per-class rows, BF and the confusion matrix over ``dataset``; void excluded.
 
@@ -40,21 +48,24 @@ def evaluate(
             num_classes=info.num_classes, ignore_index=info.ignore_index,
             tolerance=bf_tolerance, count_predicted_only=bf_count_predicted_only,
         )  # fmt: skip
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+    shard = Subset(dataset, group.shard(len(dataset))) if group.enabled else dataset
+    loader = DataLoader(shard, batch_size=1, shuffle=False, num_workers=0)
     model.eval()
     if optimize:
         model = optimize_for_inference(model, precision=precision, device=device)
     for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         probs = predict_probabilities(
-            model, images, device=device, precision=precision, mc_samples=mc_samples
+            model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta
         )
         preds = probs.mean.argmax(dim=1).cpu()  # (N, H, W)
         confusion.update(preds, masks)
         if bf is not None:
             bf.update(preds, masks)
+    confusion.matrix = group.sum(confusion.matrix)  # (K, K) int64, every process's images
     metrics = confusion.compute(info.class_names)
     if bf is not None:
-        metrics["bf"] = bf.compute()
+        total, count = group.sum(torch.tensor([bf.total, bf.num_images], dtype=torch.float64))
+        metrics["bf"] = float(total / count) if count else float("nan")
     metrics["num_images"] = len(dataset)
     metrics["confusion_matrix"] = confusion.matrix.tolist()  # [target][pred] pixel counts
     return metrics

@@ -1,8 +1,10 @@
 """Run folders: the files a training run writes, the checks that keep two runs from sharing a
 folder, and ``log.csv``.
 
-A run folder holds ``RUN_FILES``. Every file is written atomically (``files.atomic_write``), so a
-kill leaves at most a ``.NAME.*.tmp`` temp file beside it, which the next start of the run removes.
+A run folder holds ``RUN_FILES``, each written atomically (``files.atomic_write``), so a kill
+leaves at most a ``.NAME.*.tmp`` temp file beside it, which the next start of the run removes;
+with ``tensorboard`` also ``tensorboard/``, TensorBoard's append-only event files (a resumed run
+hides the events of the epochs it repeats, an overwritten run's are removed).
 ``config.yaml`` and ``log.csv`` are rewritten whole from what ``last.pt`` holds, so they never
 run ahead of or behind the checkpoint a resumed run continues from.
 """
@@ -22,7 +24,8 @@ from ..files import check_output_dir, write_text
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "images_per_s", "epoch_s",
               "global_accuracy", "class_accuracy", "miou", "bf")  # fmt: skip
-RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml", "curves.png")  # what a run writes
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "config.yaml", "curves.png", "summary.json")
+EVENTS = "tensorboard/events.out.tfevents.*"  # with `tensorboard`: TensorBoard's event files
 
 
 def write_record(out: Path, train_config: dict, log: Sequence[dict]) -> None:
@@ -56,6 +59,9 @@ def clear_run_dir(out: Path, *, old_run: bool) -> None:
             temp.unlink(missing_ok=True)
         if old_run:
             (out / name).unlink(missing_ok=True)
+    if old_run:  # the old run's events would show beside the new run's in TensorBoard
+        for events in out.glob(EVENTS):
+            events.unlink(missing_ok=True)
 
 
 def new_run_dir(model: str, dataset: str, *, root: str | Path = "runs") -> Path:

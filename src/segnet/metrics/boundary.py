@@ -237,6 +237,11 @@ class BoundaryF1:
         """Images counted in the mean so far."""
         return self._num_images
 
+    @property
+    def total(self) -> float:
+        """Sum of the counted images' BF: with ``num_images``, what shards of a split add up."""
+        return self._total
+
     def update(self, preds: LabelMap, targets: LabelMap) -> None:
         """Adds the BF of each image of (N, H, W) ``preds`` against (N, H, W) ``targets``."""
         preds_np, targets_np = _to_numpy(preds, name="preds"), _to_numpy(targets, name="targets")

@@ -1,0 +1,132 @@
+"""What a run is and how it ended, in a few lines: printed when it starts and when it ends, and
+kept in ``RUN/summary.json`` as ``{"start": {...}, "end": {...}}`` (written atomically; ``end``
+is null while the run is under way). A resumed run rewrites ``start`` for its own launch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..files import write_json
+from .config import TrainConfig
+from .distributed import Distributed
+
+SUMMARY_FILE = "summary.json"
+
+
+def start_summary(
+    *,
+    config: TrainConfig,
+    model: nn.Module,
+    class_names: Sequence[str],
+    class_weights: torch.Tensor | None,
+    device: torch.device,
+    precision: str,
+    group: Distributed,
+    sizes: dict[str, int],
+    steps_per_epoch: int,
+    start_epoch: int,
+) -> dict:
+    """The run about to train: ``sizes`` is the number of images of each split."""
+    weights = None
+    if class_weights is not None:
+        weights = {n: round(float(w), 4) for n, w in zip(class_names, class_weights.tolist())}
+    return {
+        "model": config.model,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dataset": config.dataset,
+        "images": dict(sizes),
+        "train_images_per_process": group.shard_size(sizes["train"]),
+        "device": str(device),
+        "precision": precision,
+        "world_size": group.world_size,
+        "backend": group.backend(device),
+        "threads_per_process": torch.get_num_threads(),
+        "class_weights": config.class_weights,
+        "class_weight_values": weights,
+        "batch_size": config.batch_size,  # per process
+        "global_batch": config.batch_size * group.world_size,
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "schedule": config.schedule,
+        "warmup_epochs": config.warmup_epochs,
+        "epochs": config.epochs,
+        "start_epoch": start_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "sync_bn": config.sync_bn and group.enabled,
+        "out": str(config.out),
+        "tensorboard": str(Path(config.out) / "tensorboard") if config.tensorboard else None,
+    }
+
+
+def format_start(start: dict) -> str:
+    processes = "1 process" if start["world_size"] == 1 else (
+        f"{start['world_size']} processes ({start['backend']})")  # fmt: skip
+    images = ", ".join(f"{split} {count}" for split, count in start["images"].items())
+    lines = [
+        f"run: {start['model']} ({start['parameters']:,} parameters) on {start['dataset']} "
+        f"-> {start['out']}",
+        f"  device {start['device']} {start['precision']}, {processes}, "
+        f"{start['threads_per_process']} CPU thread(s) per process" + (", sync BN" if start["sync_bn"] else ""),
+        f"  images: {images} ({start['train_images_per_process']} train per process)",
+        f"  batch {start['batch_size']} per process, {start['global_batch']} global; "
+        f"{start['steps_per_epoch']} steps per epoch, epochs {start['start_epoch'] + 1}-{start['epochs']}",
+        f"  {start['optimizer']} lr {start['lr']:g}, {start['schedule']} schedule"
+        + (f", {start['warmup_epochs']:g} warm-up epochs" if start["warmup_epochs"] else ""),
+        f"  class weights {start['class_weights']}" + _weights_text(start["class_weight_values"]),
+    ]  # fmt: skip
+    if start["tensorboard"]:
+        lines.append(f"  TensorBoard: tensorboard --logdir {start['tensorboard']}")
+    return "\n".join(lines)
+
+
+def _weights_text(weights: dict[str, float] | None) -> str:
+    if not weights:
+        return ""
+    return ": " + ", ".join(f"{name} {value:.3g}" for name, value in weights.items())
+
+
+def end_summary(*, best: dict, log: Sequence[dict], wall_s: float, epochs_run: int) -> dict:
+    """How the run ended: the best epoch and its val metrics (from its log row), wall time of
+    this launch and the training time of every epoch logged."""
+    row = next((r for r in log if int(r["epoch"]) == best.get("epoch")), {})
+    metrics = {
+        key: _number(row.get(key)) for key in ("global_accuracy", "class_accuracy", "miou", "bf")
+    }
+    return {
+        "best_epoch": best.get("epoch"),
+        "best_metrics": metrics,
+        "epochs": len(log),
+        "epochs_this_launch": epochs_run,
+        "wall_s": round(wall_s, 2),
+        "train_s": round(sum(_number(r.get("epoch_s")) or 0.0 for r in log), 2),
+    }  # fmt: skip
+
+
+def _number(value: object) -> float | None:
+    """A log value (a float, or text in a log.csv read back) as a number; None if empty."""
+    if value is None or value == "":
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def format_end(end: dict) -> str:
+    text = f"done: {end['epochs']} epochs, {end['wall_s']:.1f} s wall time"
+    if end["best_epoch"] is None:
+        return text + " (no validation yet)"
+    metrics = end["best_metrics"]
+    names = (("G", "global_accuracy"), ("C", "class_accuracy"), ("mIoU", "miou"), ("BF", "bf"))
+    values = " ".join(
+        f"{short} {metrics[key]:.4f}" for short, key in names if metrics[key] is not None
+    )
+    return text + f"; best val at epoch {end['best_epoch']}: {values}"
+
+
+def write_summary(out: Path, start: dict, end: dict | None = None) -> None:
+    write_json(out / SUMMARY_FILE, {"start": start, "end": end})
