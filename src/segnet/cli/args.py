@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..data import DATASETS, SPLITS, SegmentationDataset
 from ..deploy.runtime import PRECISIONS
+
+if TYPE_CHECKING:  # the engine loads lazily: `segnet --help` stays fast
+    from ..engine.inference import TestTimeAugmentation
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_parser target
 
@@ -64,6 +67,24 @@ def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> No
         "--precision", default="auto", choices=PRECISIONS,
         help="auto: fp32 on CPU (bf16 was slower on every CPU measured), fp16 on CUDA",
     )  # fmt: skip
+
+
+def add_tta_flags(p: argparse.ArgumentParser) -> None:
+    """Opt-in test-time augmentation (engine/inference.py); the default is one forward pass."""
+    p.add_argument(
+        "--tta-flip", action="store_true",
+        help="also average the left-right mirrored image's prediction (2x the passes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tta-scales", nargs="+", type=float, metavar="S",
+        help="average the predictions of the image resized by each factor, e.g. 0.75 1 1.25",
+    )  # fmt: skip
+
+
+def tta_from_args(args: argparse.Namespace) -> TestTimeAugmentation:
+    from ..engine.inference import TestTimeAugmentation
+
+    return TestTimeAugmentation(flip=args.tta_flip, scales=tuple(args.tta_scales or (1.0,)))
 
 
 def open_data(args: argparse.Namespace, split: str, *, groups: bool = True) -> SegmentationDataset:
