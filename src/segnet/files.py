@@ -8,10 +8,11 @@ work starts, so a bad ``--out`` fails in a second, not after an hour of training
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,12 +25,20 @@ os.umask(_UMASK)
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Calls ``write(file)`` on a temp file beside ``path`` and renames it into place; on any
     error (or Ctrl-C) the temp file is removed and ``path`` is left as it was."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """The name of a temp file beside ``path``, for writers that need a name rather than a file
+    object (a video encoder); renamed into place when the block ends, removed on any error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:

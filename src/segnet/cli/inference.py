@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir, check_output_file, write_json
 from .args import (
     Subparsers,
     add_data_flags,
     add_group_pattern_flag,
     add_runtime_flags,
+    add_tta_flags,
     open_data,
     positive_int,
+    tta_from_args,
 )
 
 
@@ -46,6 +48,7 @@ def add_evaluate(sub: Subparsers) -> None:
         "--bf-count-predicted", action="store_true",
         help="BF also averages classes present only in the prediction (authors' script)",
     )  # fmt: skip
+    add_tta_flags(p)
     add_runtime_flags(p)
     p.set_defaults(run=run_evaluate)
 
@@ -65,6 +68,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         check_output_dir(args.plots, argument="plots")
         _require_matplotlib()
+    tta = tta_from_args(args)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dataset = open_data(args, args.split)
@@ -79,10 +83,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         precise_bn(model, train_set, device=device)
     metrics = evaluate(
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
-        bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted,
+        bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted, tta=tta,
     )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
-                    "precise_bn": args.precise_bn})  # fmt: skip
+                    "precise_bn": args.precise_bn, "tta": {"flip": tta.flip, "scales": list(tta.scales)}})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:
         write_json(args.out, metrics)
@@ -126,36 +130,110 @@ def format_metrics(metrics: dict) -> str:
 
 
 def add_predict(sub: Subparsers) -> None:
-    p = sub.add_parser("predict", help="segment images: X.png, X_color.png, X_overlay.png")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p = sub.add_parser(
+        "predict",
+        help="segment images (X.png, X_color.png, X_overlay.png) and videos (X_overlay.mp4)",
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="image or video files, folders or globs (videos: .mp4 .avi .mov .mkv .webm .gif; "
+        "a .gif gives an .mp4 too)",
+    )  # fmt: skip
     p.add_argument("--checkpoint", help="a checkpoint from `segnet train`")
     p.add_argument("--model", help="with --weights: a model whose weights ship with the package")
     p.add_argument("--weights", help="shipped weights name, e.g. camvid")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
-        help="Monte-Carlo dropout samples: also writes X_uncertainty.png/.npy",
+        help="Monte-Carlo dropout samples: also writes X_uncertainty.png/.npy (videos: .mp4)",
     )  # fmt: skip
+    _add_overlay_and_video_flags(p)
+    add_tta_flags(p)
     add_runtime_flags(p)
     p.set_defaults(run=run_predict)
 
 
+def _add_overlay_and_video_flags(p: argparse.ArgumentParser) -> None:
+    from ..engine.predict import DEFAULT_OPACITY
+    from ..engine.video import DEFAULT_BATCH_SIZE, DEFAULT_VIDEO_OUTPUTS, VIDEO_OUTPUTS
+
+    p.add_argument(
+        "--opacity", type=float, default=DEFAULT_OPACITY,
+        help=f"weight of the class colours in overlays, 0..1 (default {DEFAULT_OPACITY})",
+    )  # fmt: skip
+    p.add_argument("--legend", action="store_true", help="draw class names and colours on overlays")
+    p.add_argument(
+        "--video-outputs", type=_words, default=DEFAULT_VIDEO_OUTPUTS, metavar="LIST",
+        help=f"videos: comma-separated, of {','.join(VIDEO_OUTPUTS)} (default "
+        f"{','.join(DEFAULT_VIDEO_OUTPUTS)}); labels: X_labels.mkv, lossless FFV1 whose frames "
+        "are the class indices; audio is dropped",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+        help="video frames per forward pass",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-frames", type=positive_int("--max-frames"),
+        help="stop each video (or the camera) after N frames",
+    )  # fmt: skip
+    p.add_argument(
+        "--camera", type=_camera_index, metavar="N",
+        help="segment the local camera /dev/videoN (Linux) into OUT/cameraN_overlay.mp4 until "
+        "Ctrl-C or --max-frames",
+    )  # fmt: skip
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """``"overlay, labels"`` -> ("overlay", "labels"); VideoOptions checks the names."""
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def _camera_index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"expects a camera number (0 for /dev/video0), got {text!r}"
+        )
+    return int(text)
+
+
 def run_predict(args: argparse.Namespace) -> int:
+    from ..data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from ..deploy.runtime import resolve_device, resolve_precision
-    from ..engine.predict import Segmenter, check_prediction_folder, expand_inputs, predict_files
+    from ..engine.predict import OverlayStyle, Segmenter, check_prediction_folder, expand_inputs
+    from ..engine.video import VideoOptions, import_av, is_video, predict_media, record_camera
     from ..engine.weights import load_for_inference
     from ..models import has_dropout
 
+    # Every flag and input is checked before the model loads.
+    tta = tta_from_args(args)
+    style = OverlayStyle(opacity=args.opacity, legend=args.legend)
+    options = VideoOptions(
+        outputs=args.video_outputs, batch_size=args.batch_size, max_frames=args.max_frames,
+        mc_samples=args.mc_samples, style=style,
+    )  # fmt: skip
+    if (args.camera is None) == (not args.inputs):
+        raise SegNetError("give image or video INPUTs, or `camera` N (not both)")
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    paths = expand_inputs(args.inputs)
+    paths = expand_inputs(args.inputs, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     check_prediction_folder(Path(args.out), paths)
+    if args.camera is not None or any(is_video(p) for p in paths):
+        import_av()
     model, config = load_for_inference(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights
     )
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
-    segmenter = Segmenter(model, config, device=device, precision=precision)
-    written = predict_files(segmenter, paths, Path(args.out), mc_samples=args.mc_samples)
-    print(f"{len(paths)} image(s) segmented; {len(written)} files written to {args.out}")
+    segmenter = Segmenter(model, config, device=device, precision=precision, tta=tta)
+    if args.camera is not None:
+        written, frames = record_camera(segmenter, args.camera, Path(args.out), options=options)
+        print(
+            f"camera {args.camera}: {frames} frames segmented; {len(written)} files written to {args.out}"
+        )
+        return 0
+    result = predict_media(segmenter, paths, Path(args.out), options=options)
+    done = [f"{result.images} image(s)"] if result.images else []
+    if result.videos:
+        done.append(f"{result.videos} video(s) ({result.frames} frames)")
+    print(f"{' and '.join(done)} segmented; {len(result.written)} files written to {args.out}")
     return 0

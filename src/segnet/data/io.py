@@ -17,6 +17,8 @@ from ..errors import SegNetError
 from ..files import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Read frame by frame through PyAV (segnet.engine.video); a .gif is a video, not its first frame.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 
 
 # Pixels we agree to decode: 16x a 4K frame. A header claiming more is refused before decoding

@@ -1,10 +1,11 @@
 """Segmenting image files: class-index PNG, colour PNG and overlay (and, with Monte-Carlo
-dropout, an uncertainty map) per input, all written atomically."""
+dropout, an uncertainty map) per input, all written atomically. Videos: ``engine/video.py``."""
 
 from __future__ import annotations
 
 import glob
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,31 +13,34 @@ import torch
 from torch import nn
 
 from ..data.base import normalize
-from ..data.io import IMAGE_SUFFIXES, list_images, read_image, write_png
+from ..data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, write_png
 from ..deploy.optimize import optimize_for_inference
 from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir
 from .checkpoint import ModelConfig
-from .inference import predict_probabilities
+from .inference import SINGLE_PASS, TestTimeAugmentation, predict_probabilities
+from .legend import draw_legend
+
+DEFAULT_OPACITY = 0.5  # weight of the class colours in an overlay (mmsegmentation's default too)
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files, folders (their images) and glob patterns -> image paths, in order, no repeats."""
+def expand_inputs(inputs: Iterable[str], *, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Files, folders and glob patterns -> paths, in order, no repeats; folders and globs give
+    their files with one of ``suffixes`` (``predict`` adds VIDEO_SUFFIXES)."""
+    kind = "images or videos" if set(suffixes) & set(VIDEO_SUFFIXES) else "images"
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = list_images(path)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
             if not found:
-                raise SegNetError(f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise SegNetError(f"{path}: folder has no {kind} ({', '.join(suffixes)})")
         elif path.is_file():
             found = [path]
         else:
-            found = sorted(
-                Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES
-            )
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in suffixes)
             if not found:
-                raise SegNetError(f"{item}: no such file, folder or matching images")
+                raise SegNetError(f"{item}: no such file, folder or matching {kind}")
         paths.extend(p for p in found if p not in paths)
     return paths
 
@@ -62,8 +66,34 @@ def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray
     return table[labels]
 
 
-def overlay(image: np.ndarray, colors: np.ndarray, *, opacity: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray, colors: np.ndarray, *, opacity: float = DEFAULT_OPACITY
+) -> np.ndarray:
     return (image * (1 - opacity) + colors * opacity).round().astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """How overlays look, for images and videos alike."""
+
+    opacity: float = DEFAULT_OPACITY  # 0: the image alone, 1: the colour map alone
+    legend: bool = False  # class names and colours drawn in the top-left corner
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.opacity <= 1:
+            raise ArgumentError("opacity", f"must be in [0, 1], got {self.opacity}")
+
+    def render(
+        self,
+        image: np.ndarray,
+        colors: np.ndarray,
+        *,
+        class_names: Sequence[str],
+        palette: Sequence[Sequence[int]],
+    ) -> np.ndarray:
+        """(H, W, 3) uint8 image and colour map -> (H, W, 3) uint8 overlay."""
+        blended = overlay(image, colors, opacity=self.opacity)
+        return draw_legend(blended, class_names, palette) if self.legend else blended
 
 
 class Segmenter:
@@ -77,7 +107,9 @@ class Segmenter:
         device: torch.device,
         precision: str = "fp32",
         optimize: bool = True,
+        tta: TestTimeAugmentation = SINGLE_PASS,
     ) -> None:
+        self.tta = tta  # test-time views averaged per image (default: one forward pass)
         # optimize: BN folded, channels_last, precision applied once (segnet.optimize_for_inference)
         model = (
             optimize_for_inference(model, precision=precision, device=device) if optimize else model
@@ -94,14 +126,22 @@ class Segmenter:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(H, W, 3) uint8 -> labels (H, W) uint8 and, with MC dropout, uncertainty (H, W) float32
         (per-class variance of the softmax samples averaged over classes, Bayesian SegNet)."""
-        images = normalize(torch.from_numpy(np.array(image)))[None]  # (1, 3, H, W)
+        labels, uncertainty = self.segment(np.asarray(image)[None], mc_samples=mc_samples)
+        return labels[0], None if uncertainty is None else uncertainty[0]
+
+    def segment(
+        self, images: np.ndarray, *, mc_samples: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A batch: (N, H, W, 3) uint8 -> labels (N, H, W) uint8, uncertainty (N, H, W) or None."""
+        batch = normalize(torch.from_numpy(np.array(images)))  # (N, 3, H, W)
         probs = predict_probabilities(
-            self.model, images, device=self.device, precision=self.precision, mc_samples=mc_samples
-        )
-        labels = probs.mean[0].argmax(0).byte().cpu().numpy()  # (H, W)
+            self.model, batch, device=self.device, precision=self.precision,
+            mc_samples=mc_samples, tta=self.tta,
+        )  # fmt: skip
+        labels = probs.mean.argmax(1).byte().cpu().numpy()  # (N, H, W)
         if probs.uncertainty is None:
             return labels, None
-        return labels, probs.uncertainty[0].cpu().numpy().astype(np.float32)
+        return labels, probs.uncertainty.cpu().numpy().astype(np.float32)
 
 
 def write_prediction(
@@ -111,7 +151,12 @@ def write_prediction(
     labels: np.ndarray,
     palette: Sequence[Sequence[int]],
     uncertainty: np.ndarray | None = None,
+    *,
+    style: OverlayStyle = OverlayStyle(),
+    class_names: Sequence[str] = (),
 ) -> list[Path]:
+    """X.png, X_color.png, X_overlay.png (+ uncertainty); a legend names classes missing from
+    ``class_names`` by index."""
     colors = colorize(labels, palette)
     written = [
         out_dir / f"{name}.png",
@@ -120,7 +165,7 @@ def write_prediction(
     ]
     write_png(written[0], labels)
     write_png(written[1], colors)
-    write_png(written[2], overlay(image, colors))
+    write_png(written[2], style.render(image, colors, class_names=class_names, palette=palette))
     if uncertainty is not None:
         from ..files import atomic_write
 
@@ -137,11 +182,12 @@ def predict_files(
     out_dir: Path,
     *,
     mc_samples: int = 0,
+    style: OverlayStyle = OverlayStyle(),
     progress: bool = True,
 ) -> list[Path]:
     """Reads every input first (so a bad file fails before anything is written), then writes."""
     images = [read_image(p) for p in paths]
-    names = _unique_names(paths)
+    names = unique_names(paths)
     written: list[Path] = []
     from tqdm import tqdm
 
@@ -150,12 +196,13 @@ def predict_files(
     ):
         labels, uncertainty = segmenter(image, mc_samples=mc_samples)
         written += write_prediction(
-            out_dir, name, image, labels, segmenter.config.palette, uncertainty
-        )
+            out_dir, name, image, labels, segmenter.config.palette, uncertainty,
+            style=style, class_names=segmenter.config.class_names,
+        )  # fmt: skip
     return written
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
+def unique_names(paths: Sequence[Path]) -> list[str]:
     """File stems, made unique with the parent folder name where two inputs share a stem."""
     stems = [p.stem for p in paths]
     return [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
