@@ -3,6 +3,7 @@
     train.py      train, bn-stats, demo         (verbs that produce weights)
     inference.py  evaluate, predict             (verbs that run a trained model)
     tools.py      data, models, export, benchmark
+    serve.py      serve                         (the web demo and HTTP API)
     args.py       shared flags, their parsers and choices
 
 Bad input never ends in a traceback: :class:`SegNetError` becomes ``segnet: error: ...`` and
@@ -18,12 +19,13 @@ from typing import NoReturn
 from .. import __version__
 from ..errors import SegNetError
 from .inference import add_evaluate, add_predict
+from .serve import add_serve
 from .tools import add_benchmark, add_data, add_export, add_models
 from .train import add_bn_stats, add_demo, add_train
 
 VERBS = (
     add_demo, add_train, add_evaluate, add_bn_stats, add_predict, add_data, add_models,
-    add_export, add_benchmark,
+    add_export, add_benchmark, add_serve,
 )  # fmt: skip
 
 __all__ = ["build_parser", "main"]
