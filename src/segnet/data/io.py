@@ -53,8 +53,11 @@ def _open(path: Path) -> Image.Image:
 def read_image(path: str | Path) -> np.ndarray:
     """RGB image as uint8 (H, W, 3): greyscale, palette and RGBA are converted, and 16-bit or
     32-bit greyscale is scaled to 8 bits (Pillow's own conversion clips it to white)."""
-    path = Path(path)
-    image = _open(path)
+    return to_rgb(_open(Path(path)))
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as RGB uint8 (H, W, 3); 16/32-bit greyscale scaled, not clipped."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)

@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message, Receive
 
+from ..data.io import to_rgb
+
 FIELD = "image"  # the multipart field POST /api/segment reads (/api/segment-video: "video")
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
 
@@ -110,7 +112,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
                         f"this server accepts at most {max_pixels:,} pixels",
                     )
                 image.load()
-                return _to_rgb(ImageOps.exif_transpose(image))
+                return to_rgb(ImageOps.exif_transpose(image))
     except UploadError:
         raise
     except UnidentifiedImageError:
@@ -123,13 +125,3 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise UploadError(
             400, f"not a readable image ({type(error).__name__}: {str(error)[:200]})"
         ) from None
-
-
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    """As ``segnet.data.io.read_image``: 16/32-bit greyscale scaled to 8 bits, not clipped."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
-        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
