@@ -84,6 +84,12 @@ TRAIN = ["--model", "segnet_basic", "--dataset", "folder", "--num-classes", "3",
          "--precision", "fp32", "--device", "cpu"]  # fmt: skip
 
 
+def _take_sigint() -> None:
+    """A suite started in the background (``cmd &`` in a script) hands its children SIGINT
+    ignored, and Python then never raises KeyboardInterrupt: restore the default first."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Child:
     """A ``segnet`` subprocess with fault hooks; output goes to a log file (no pipe to fill)."""
 
@@ -101,8 +107,9 @@ class Child:
         env.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(driver), *argv], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+                [sys.executable, str(driver), *argv], stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=_take_sigint,
+            )  # fmt: skip
 
     def wait(self, timeout: float = 300) -> int:
         return self.process.wait(timeout=timeout)
