@@ -79,6 +79,7 @@ def predict_probabilities(
     the Bayesian SegNet uncertainty: the variance of the sampled softmax per class, averaged
     over classes; the prediction is the argmax of the mean, as in the paper). With ``tta``,
     both are the mean over its views."""
+    images = images.to(device)  # views are resized and mirrored where the model runs
     size = images.shape[-2:]
     mean = uncertainty = None
     for scale, flip in tta.views():
