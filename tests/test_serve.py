@@ -109,6 +109,52 @@ def test_json_answer_has_everything_the_page_needs(served):
     np.testing.assert_array_equal(decoded, palette[labels])
 
 
+def test_serve_on_an_int8_engine_with_two_workers(tmp_path):
+    """--backend openvino --precision int8: calibrated once on --calibration, each worker with
+    its own infer request; the labels are those of the same engine built here."""
+    pytest.importorskip("openvino", reason="segnet[openvino] not installed (CI installs it)")
+    pytest.importorskip("nncf", reason="segnet[openvino] not installed (CI installs it)")
+    from segnet.engine.calibration import calibration_images
+
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(sample_image(48, 64, seed=seed)).save(folder / f"{seed}.png")
+    args = ["--checkpoint", str(ckpt), "--backend", "openvino", "--precision", "int8",
+            "--calibration", str(folder), "--workers", "2"]  # fmt: skip
+    with serve_load.start_server(args) as server:
+        info = httpx.get(server.url + "/api/info").json()
+        assert info["runtime"] == "openvino int8" and info["limits"]["workers"] == 2
+        assert "openvino int8" in server.log_text()
+        model, config = load_for_inference(checkpoint=ckpt)
+        local = Segmenter(model, config, device=torch.device("cpu"), precision="int8",
+                          backend="openvino", calibration=calibration_images(folder=folder))  # fmt: skip
+        images = [sample_image(40, 56, seed=s) for s in (5, 6, 7, 8)]
+
+        async def both_workers() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                return await asyncio.gather(*[
+                    client.post(server.url + "/api/segment", params={"output": "labels"},
+                                files={"image": ("x.png", png(image), "image/png")})
+                    for image in images
+                ])  # fmt: skip
+
+        for image, response in zip(images, asyncio.run(both_workers())):
+            assert (decode(response) == local(image)[0]).mean() > 0.999
+
+
+def test_serve_engine_flag_errors_are_one_line(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    assert main(["serve", "--checkpoint", str(ckpt), "--backend", "onnxruntime",
+                 "--precision", "bf16"]) == 2  # fmt: skip
+    assert "bf16 does not run on backend onnxruntime" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", str(ckpt), "--precision", "int8", "--backend",
+                 "openvino"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "calibration" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA", "I;16", "P"])
 def test_other_image_modes_are_accepted(served, mode):
     image = Image.fromarray(sample_image(40, 56)).convert("L" if mode == "I;16" else mode)

@@ -9,8 +9,11 @@
   step, in a pass of its own (:class:`~.memory.PeakMemory`);
 * ``indices_mb`` -- pooling indices kept for the backward pass of one training step.
 
-Ours and the reference alternate within each repeat, so a machine busy with other work slows
-both alike; the ratios are the figures to read.
+Engine rows (ONNX Runtime, OpenVINO; fp32, bf16, int8 -- :mod:`.rows`) have inference
+columns only; their memory figure is their first forward's, which allocates the buffers the
+engine keeps (it includes what an engine prepares lazily at that call).
+Every row and the reference alternate within each repeat, so a machine busy with other work
+slows all alike; the ratios are the figures to read.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.base import normalize
-from ..data.io import read_image
+from ..data.base import SegmentationDataset
 from ..deploy.optimize import optimize_for_inference
-from ..deploy.runtime import autocast, resolve_channels_last, resolve_precision
+from ..deploy.runtime import autocast, resolve_channels_last
 from ..engine.weights import load_for_inference
 from ..metrics import pixel_agreement
 from ..models import build_model, model_entry
 from .memory import MB, PeakMemory, saved_indices_mb
 from .reference import reference_model
+from .rows import Row, image_agreement, row_plan, split_quality
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Measurement:
     inference_mb: float | None = None
     training_mb: float | None = None
     indices_mb: float | None = None
+    precision: str = "fp32"
+    agreement: float | None = None  # share of pixels labelled as eager fp32 labels them
+    miou: float | None = None  # on the --data split
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -72,14 +78,17 @@ class Runner:
         self,
         name: str,
         infer: nn.Module,
-        train: nn.Module,
+        train: nn.Module | None,
         images: torch.Tensor,
         masks: torch.Tensor,
         device: torch.device,
         precision: str,
+        parameters: int,
     ) -> None:
+        """``train`` None: an inference engine, no training columns."""
         self.name, self.infer, self.train, self.device = name, infer, train, device
         self.images, self.masks, self.precision = images, masks, precision
+        self.parameters, self.agreement, self.miou = parameters, None, None
         self.times: dict[str, list[float]] = {"forward": [], "train_forward": [], "backward": []}
         self.memory: dict[str, list[float]] = {"inference": [], "training": []}
 
@@ -94,6 +103,8 @@ class Runner:
                 self.times["forward"].append(_timed(lambda: self.infer(self.images), self.device))
 
     def train_once(self, *, memory: bool = False) -> None:
+        if self.train is None:
+            return
         self.train.zero_grad(set_to_none=True)
         holder = {}
 
@@ -115,14 +126,14 @@ class Runner:
 
     def summary(self, model: str, batch: int, training: bool) -> Measurement:
         median = lambda values: statistics.median(values) if values else None  # noqa: E731
-        params = sum(p.numel() for p in self.train.parameters())
         forward = median(self.times["forward"])
         row = Measurement(
-            model=model, implementation=self.name, parameters=params, size_mb=params * 4 / MB,
-            forward_ms=forward, images_per_s=1000 * batch / forward,
-            inference_mb=median(self.memory["inference"]),
+            model=model, implementation=self.name, parameters=self.parameters,
+            size_mb=self.parameters * 4 / MB, forward_ms=forward, images_per_s=1000 * batch / forward,
+            inference_mb=median(self.memory["inference"]), precision=self.precision,
+            agreement=self.agreement, miou=self.miou,
         )  # fmt: skip
-        if training:
+        if training and self.train is not None:
             row.train_forward_ms = median(self.times["train_forward"])
             row.backward_ms = median(self.times["backward"])
             row.train_images_per_s = 1000 * batch / (row.train_forward_ms + row.backward_ms)
@@ -151,33 +162,51 @@ def _load(
 
 
 def _runners(
-    name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device, precision: str,
-    compile: bool, num_classes: int, in_channels: int,
+    name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+    rows: Sequence[Row], calibration: list | None, compile: bool, num_classes: int, in_channels: int,
 ) -> list[Runner]:  # fmt: skip
-    """Ours (and the reference, where the registry names a plain-SegNet twin), ready to run."""
+    """The reference (where the registry names a plain-SegNet twin), then one runner per row:
+    torch rows ("ours") with their training twin, engines for inference only."""
     images, masks = inputs
     train_layout = resolve_channels_last(None, device)  # what `segnet train` uses by default
     layout = torch.channels_last if train_layout else torch.contiguous_format
-    optimized = optimize_for_inference(model, device=device, precision=precision, compile=compile)
-    trainable = copy_for_training(model, channels_last=train_layout)
-    ours = Runner("ours", optimized, trainable, images.contiguous(memory_format=layout), masks,
-                  device, precision)  # fmt: skip
-    if model_entry(name).spec is None:
-        return [ours]
-    reference = reference_model(name, num_classes=num_classes, in_channels=in_channels).to(device)
-    reference.load_state_dict(model.state_dict())
-    plain = copy_for_training(reference, channels_last=False)
-    return [Runner("reference", reference.eval(), plain, images, masks, device, "fp32"), ours]
+    params = sum(p.numel() for p in model.parameters())
+    runners = []
+    if model_entry(name).spec is not None:
+        reference = reference_model(name, num_classes=num_classes, in_channels=in_channels)
+        reference.load_state_dict(model.state_dict())
+        plain = copy_for_training(reference.to(device), channels_last=False)
+        runners.append(Runner("reference", reference.to(device).eval(), plain, images, masks,
+                              device, "fp32", params))  # fmt: skip
+    for backend, precision in rows:
+        optimized = optimize_for_inference(
+            model, device=device, precision=precision, backend=backend, calibration=calibration,
+            compile=compile and backend == "torch",
+        )  # fmt: skip
+        torch_row = optimized.backend == "torch"
+        trainable = copy_for_training(model, channels_last=train_layout) if torch_row else None
+        label = (
+            "ours" if torch_row else optimized.backend + (" (auto)" if backend == "auto" else "")
+        )
+        runners.append(Runner(label, optimized, trainable, images.contiguous(memory_format=layout),
+                              masks, device, optimized.precision, params))  # fmt: skip
+    return runners
 
 
 def _measure(runners: Sequence[Runner], *, repeats: int, training: bool) -> None:
     # Memory in passes of its own (the probe changes allocator settings), inference before any
     # training step: a training step first left its allocations behind and moved the inference
     # figure by up to 90 MB from run to run.
+    # Engines allocate their buffers at the first forward and keep them: their figure is that
+    # first forward's. Torch frees its activations after each forward: probed after a warm-up.
+    for runner in runners:
+        if runner.train is None:
+            runner.infer_once(memory=True)
     for runner in runners:  # warm-up: oneDNN primitives, allocator, compilation
         runner.infer_once()
     for runner in runners:
-        runner.infer_once(memory=True)
+        if runner.train is not None:
+            runner.infer_once(memory=True)
     for runner in runners:
         if training:
             runner.train_once()
@@ -192,53 +221,62 @@ def _measure(runners: Sequence[Runner], *, repeats: int, training: bool) -> None
             runner.train_once(memory=True)
 
 
-def image_agreement(
-    model: nn.Module, optimized: nn.Module, paths: Sequence[Path], device: torch.device
-) -> float:
-    """Fraction of pixels of real images given the same class by ``optimized`` as by the eager
-    fp32 ``model`` (ImageNet-normalised RGB, each image at its own size)."""
-    same = total = 0
-    with torch.no_grad():
-        for path in paths:
-            x = normalize(torch.from_numpy(read_image(path).copy())).unsqueeze(0).to(device)
-            eager = model.float().eval()(x).argmax(1)  # (1, H, W)
-            same += pixel_agreement(optimized(x).argmax(1), eager) * eager.numel()
-            total += eager.numel()
-    return same / total
-
-
 def benchmark_model(
     name: str, *, size: tuple[int, int], batch: int = 1, device: torch.device, repeats: int = 3,
     training: bool = True, compile: bool = False, num_classes: int = 11,
     checkpoint: str | None = None, weights: str | None = None,
-    images: Sequence[Path] | None = None, precision: str = "auto",
+    images: Sequence[Path] | None = None, backends: Sequence[str] = ("torch",),
+    precisions: Sequence[str] = ("auto",), calibration: list | None = None,
+    dataset: SegmentationDataset | None = None,
 ) -> dict:  # fmt: skip
-    """Measures ``name`` (or the checkpoint's model) and, where one exists, its reference.
+    """Measures ``name`` (or the checkpoint's model), its reference where one exists, and one row
+    per backend x precision (:func:`.rows.row_plan`), all alternating in one run.
 
-    ``agreement`` compares the optimized model's argmax with the eager fp32 model's, on the real
-    ``images`` when given (what matters with trained weights), else on the random benchmark input.
+    ``agreement`` compares each row's argmax with the eager fp32 model's: on the real ``images``
+    when given, over ``dataset`` (with mIoU) when given, else on the random benchmark input.
     """
     name, model, num_classes, in_channels = _load(name, num_classes, checkpoint, weights)
     model = model.to(device)
-    precision = resolve_precision(precision, device)  # ours only; the reference stays fp32
+    rows = row_plan(backends, precisions, device)
     generator = torch.Generator().manual_seed(0)
     inputs = (
         torch.randn(batch, in_channels, *size, generator=generator).to(device),
         torch.randint(0, num_classes, (batch, *size), generator=generator).to(device),
     )
-    runners = _runners(name, model, inputs=inputs, device=device, precision=precision,
+    runners = _runners(name, model, inputs=inputs, device=device, rows=rows, calibration=calibration,
                        compile=compile, num_classes=num_classes, in_channels=in_channels)  # fmt: skip
     _measure(runners, repeats=repeats, training=training)
-    ours = runners[-1]
-    if images:
-        agreement = image_agreement(model, ours.infer, images, device)
-    else:
-        with torch.no_grad():
-            agreement = pixel_agreement(
-                ours.infer(inputs[0]).argmax(1), model.eval()(inputs[0]).argmax(1)
-            )
+    measured = [r for r in runners if r.name != "reference"]
+    eager_miou = _quality(model, measured, inputs[0], device, images=images, dataset=dataset)
+    on = (
+        f"{len(images)} images"
+        if images
+        else f"{len(dataset)} images"
+        if dataset
+        else "random input"
+    )
     return {
-        "model": name, "precision": precision, "agreement": agreement,
-        "agreement_on": f"{len(images)} images" if images else "random input",
+        "model": name, "precision": measured[0].precision, "agreement": measured[0].agreement,
+        "agreement_on": on, "eager_miou": eager_miou,
         "rows": [runner.summary(name, batch, training) for runner in runners],
     }  # fmt: skip
+
+
+def _quality(
+    model: nn.Module, runners: Sequence[Runner], random_images: torch.Tensor, device: torch.device,
+    *, images: Sequence[Path] | None, dataset: SegmentationDataset | None,
+) -> float | None:  # fmt: skip
+    """Sets each runner's agreement (and mIoU with ``dataset``); returns eager fp32's mIoU."""
+    if dataset is not None:
+        eager_miou, found = split_quality(model, [r.infer for r in runners], dataset, device)
+        for runner, (agreement, miou) in zip(runners, found):
+            runner.agreement, runner.miou = agreement, miou
+        return eager_miou
+    for runner in runners:
+        if images:
+            runner.agreement = image_agreement(model, runner.infer, images, device)
+        else:
+            with torch.no_grad():
+                labels = runner.infer(random_images).argmax(1).to(device)
+                runner.agreement = pixel_agreement(labels, model.eval()(random_images).argmax(1))
+    return None

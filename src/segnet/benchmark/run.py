@@ -8,21 +8,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from ..data.base import SegmentationDataset
 from ..deploy.runtime import resolve_device
 from ..errors import ArgumentError
 from ..models import model_entry
 from .measure import benchmark_model
 from .report import environment
+from .rows import row_plan
 
 
 def run_benchmark(
     models: list[str], *, size: tuple[int, int], batch: int = 1, device: str = "cpu",
     repeats: int = 3, training: bool = True, compile: bool = False,
     checkpoint: str | None = None, weights: str | None = None,
-    images: Sequence[Path] | None = None, precision: str = "auto",
-    progress: Callable[[str], None] | None = None,
+    images: Sequence[Path] | None = None, precisions: Sequence[str] = ("auto",),
+    backends: Sequence[str] = ("torch",), calibration: list | None = None,
+    dataset: SegmentationDataset | None = None, progress: Callable[[str], None] | None = None,
 ) -> dict:  # fmt: skip
-    """Benchmarks each model; returns ``{"environment": ..., "results": [...]}`` (JSON-ready)."""
+    """Benchmarks each model; returns ``{"environment": ..., "results": [...]}`` (JSON-ready).
+
+    One row per backend x precision (:mod:`.rows`; int8 needs ``calibration`` images), quality
+    per row on ``images`` or over the labelled ``dataset``."""
     if batch < 1:
         raise ArgumentError("batch", f"must be >= 1, got {batch}")
     if repeats < 1:
@@ -30,6 +36,7 @@ def run_benchmark(
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ArgumentError("device", f"must be cpu or cuda, got {device!r}")
     resolved = resolve_device(device)
+    row_plan(backends, precisions, resolved)  # bad combinations fail before any measurement
     if checkpoint is not None:
         models = ["checkpoint"]  # the name comes from the checkpoint
     else:
@@ -42,7 +49,7 @@ def run_benchmark(
         result = benchmark_model(
             name, size=size, batch=batch, device=resolved, repeats=repeats, training=training,
             compile=compile, checkpoint=checkpoint, weights=weights, images=images,
-            precision=precision,
+            precisions=precisions, backends=backends, calibration=calibration, dataset=dataset,
         )  # fmt: skip
         result["rows"] = [asdict(row) for row in result["rows"]]
         results.append(result)

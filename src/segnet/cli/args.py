@@ -8,7 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 from ..data import DATASETS, SPLITS, SegmentationDataset
-from ..deploy.runtime import PRECISIONS
+from ..deploy.backends import BACKENDS, DEFAULT_BACKEND, check_combination
+from ..deploy.quantize import CALIBRATION_IMAGES
+from ..deploy.runtime import INFERENCE_PRECISIONS, PRECISIONS
+from ..errors import ArgumentError
 
 if TYPE_CHECKING:  # the engine loads lazily: `segnet --help` stays fast
     from ..engine.inference import TestTimeAugmentation
@@ -61,11 +64,40 @@ def add_group_pattern_flag(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_runtime_flags(p: argparse.ArgumentParser, *, device: str = "auto") -> None:
+def add_runtime_flags(
+    p: argparse.ArgumentParser, *, device: str = "auto", engines: bool = False
+) -> None:
+    """--device, --precision and, with ``engines``, --backend, int8 and its calibration flags."""
     p.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
     p.add_argument(
-        "--precision", default="auto", choices=PRECISIONS,
-        help="auto: fp32 on CPU (bf16 was slower on every CPU measured), fp16 on CUDA",
+        "--precision", default="auto", choices=INFERENCE_PRECISIONS if engines else PRECISIONS,
+        help="auto: fp32 on CPU (bf16 was slower on every CPU measured), fp16 on CUDA"
+        + ("; int8: CPU engines, calibrated on training images" if engines else ""),
+    )  # fmt: skip
+    if engines:
+        add_engine_flags(p)
+
+
+def add_engine_flags(p: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """--backend (with ``many``: a comma-separated list), --calibration, --calibration-images."""
+    p.add_argument(
+        "--backend", default=DEFAULT_BACKEND, choices=None if many else BACKENDS,
+        help=("comma-separated, of " if many else "")
+        + f"{', '.join(BACKENDS)}: onnxruntime/openvino are CPU engines (extras segnet[onnx], "
+        "segnet[openvino]); auto picks the fastest installed one that agrees with fp32 "
+        f"(measured once, cached); default {DEFAULT_BACKEND}",
+    )  # fmt: skip
+    add_calibration_flags(p)
+
+
+def add_calibration_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration", metavar="DIR",
+        help="int8: calibrate on these images (default: the checkpoint's training data)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration-images", type=positive_int("--calibration-images"),
+        default=CALIBRATION_IMAGES, help=f"int8: how many (default {CALIBRATION_IMAGES})",
     )  # fmt: skip
 
 
@@ -104,3 +136,33 @@ def open_data(args: argparse.Namespace, split: str, *, groups: bool = True) -> S
     if not wanted:
         return dataset
     return select_groups(dataset, wanted, pattern=args.group_pattern or DEFAULT_GROUP_PATTERN)
+
+
+def engine_settings(args: argparse.Namespace, precision: str) -> dict:
+    """``backend`` and ``calibration`` keywords for ``optimize_for_inference`` from the engine
+    flags: calibration images are read for int8, or when --calibration names a folder (then
+    ``--backend auto`` weighs int8 too)."""
+    if getattr(args, "mc_samples", 0) and args.backend != "torch":
+        raise ArgumentError(
+            "backend", "Monte-Carlo dropout runs on backend torch (engines run without dropout)"
+        )
+    if args.backend != "auto":
+        check_combination(args.backend, precision)  # before minutes of calibration
+    calibration = None
+    if precision == "int8" or args.calibration:
+        from ..engine.calibration import calibration_images
+
+        calibration = calibration_images(
+            folder=args.calibration, train_config=None if args.calibration else _train_config(args),
+            count=args.calibration_images,
+        )  # fmt: skip
+    return {"backend": args.backend, "calibration": calibration}
+
+
+def _train_config(args: argparse.Namespace) -> dict | None:
+    """The ``train_config`` of the checkpoint (or shipped weights) the flags name."""
+    from ..engine.checkpoint import read_checkpoint
+    from ..engine.weights import weights_path
+
+    path = args.checkpoint or weights_path(args.model, args.weights)
+    return read_checkpoint(path).get("train_config")

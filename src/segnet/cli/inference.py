@@ -13,6 +13,7 @@ from .args import (
     add_group_pattern_flag,
     add_runtime_flags,
     add_tta_flags,
+    engine_settings,
     open_data,
     positive_int,
     tta_from_args,
@@ -49,7 +50,7 @@ def add_evaluate(sub: Subparsers) -> None:
         help="BF also averages classes present only in the prediction (authors' script)",
     )  # fmt: skip
     add_tta_flags(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_evaluate)
 
 
@@ -77,6 +78,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
+    engine = engine_settings(args, precision)  # backend, int8 calibration images
     train_set = bn_training_data(args, payload) if args.precise_bn else None
     model.to(device)
     if train_set is not None:
@@ -84,9 +86,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
         bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted, tta=tta,
+        **engine,
     )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
-                    "precise_bn": args.precise_bn, "tta": {"flip": tta.flip, "scales": list(tta.scales)}})  # fmt: skip
+                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision, "tta": {"flip": tta.flip, "scales": list(tta.scales)}})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:
         write_json(args.out, metrics)
@@ -149,7 +152,7 @@ def add_predict(sub: Subparsers) -> None:
     )  # fmt: skip
     _add_overlay_and_video_flags(p)
     add_tta_flags(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_predict)
 
 
@@ -224,7 +227,10 @@ def run_predict(args: argparse.Namespace) -> int:
     )
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
-    segmenter = Segmenter(model, config, device=device, precision=precision, tta=tta)
+    engine = engine_settings(args, precision)  # backend, int8 calibration images
+    segmenter = Segmenter(model, config, device=device, precision=precision, tta=tta, **engine)
+    if args.backend == "auto":
+        print(f"backend: {getattr(segmenter.model, 'chosen', segmenter.model.backend)}")
     if args.camera is not None:
         written, frames = record_camera(segmenter, args.camera, Path(args.out), options=options)
         print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..serve.limits import Limits
-from .args import Subparsers, add_runtime_flags, positive_int
+from .args import Subparsers, add_runtime_flags, engine_settings, positive_int
 
 _DEFAULTS = Limits()  # the flags' defaults live on Limits
 
@@ -45,7 +45,7 @@ def add_serve(sub: Subparsers) -> None:
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
         help="Monte-Carlo dropout samples (Bayesian SegNet): adds the uncertainty view",
     )  # fmt: skip
-    add_runtime_flags(p)
+    add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_serve)
 
 
@@ -65,6 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..serve import require_serve_extra
 
     require_serve_extra()  # before importing the server, which imports Starlette
+    from ..deploy.runtime import resolve_device, resolve_precision
     from ..serve.server import check_address, load_service, serve
 
     check_address(args.host, args.port)  # before the model loads: a taken port fails at once
@@ -72,12 +73,15 @@ def run_serve(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes, max_pixels=args.max_pixels, max_frames=args.max_frames,
         workers=args.workers, queue=args.queue,
     )  # fmt: skip
+    precision = resolve_precision(args.precision, resolve_device(args.device))
+    engine = engine_settings(args, precision)  # backend, int8 calibration images
     service = load_service(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights, limits=limits,
-        mc_samples=args.mc_samples, device=args.device, precision=args.precision,
+        mc_samples=args.mc_samples, device=args.device, precision=precision, **engine,
     )  # fmt: skip
     print(
-        f"segnet serve: {service.config.name} ({service.source}) on http://{args.host}:{args.port}"
+        f"segnet serve: {service.config.name} ({service.source}, {service.runtime}) on "
+        f"http://{args.host}:{args.port}"
     )
     stopped_by = serve(service, host=args.host, port=args.port)
     print(f"segnet serve: stopped{f' by {stopped_by}' if stopped_by else ''}; "

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data import SPLITS
-from ..deploy.export import EXPORT_FORMATS
-from ..deploy.runtime import PRECISIONS
+from ..deploy.export import EXPORT_FORMATS, EXPORT_PRECISIONS
+from ..deploy.runtime import INFERENCE_PRECISIONS
 from ..errors import ArgumentError
 from ..files import check_output_file, write_json
 
@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 from .args import (
     Subparsers,
+    add_calibration_flags,
     add_data_flags,
+    add_engine_flags,
     add_group_pattern_flag,
     image_size,
     open_data,
@@ -120,6 +122,11 @@ def add_export(sub: Subparsers) -> None:
         help="free batch, H and W (H, W multiples of 32; --size must be one)",
     )  # fmt: skip
     p.add_argument(
+        "--precision", default="fp32", choices=EXPORT_PRECISIONS,
+        help="int8: a quantized ONNX graph (any N, H, W), calibrated on training images",
+    )  # fmt: skip
+    add_calibration_flags(p)
+    p.add_argument(
         "--no-check", dest="check", action="store_false",
         help="skip running the file (onnxruntime / torch.export) against PyTorch",
     )  # fmt: skip
@@ -127,47 +134,69 @@ def add_export(sub: Subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..deploy.export import export_model
-    from ..engine.checkpoint import load_model
+    from ..deploy.export import export_model, write_metadata
+    from ..engine.checkpoint import load_model, read_checkpoint
 
     final = check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
     model, config, _ = load_model(args.checkpoint)
+    calibration = None
+    if args.precision == "int8":
+        from ..engine.calibration import calibration_images
+
+        train_config = (
+            None if args.calibration else read_checkpoint(args.checkpoint).get("train_config")
+        )
+        calibration = calibration_images(folder=args.calibration, train_config=train_config,
+                                         count=args.calibration_images)  # fmt: skip
     # Checked before it is put in place: a file that disagrees with PyTorch never lands at --out.
     target = final.with_name(f".{final.name}.unchecked") if args.check else final
     try:
-        export_model(model, target, format=args.format, size=args.size,
-                     in_channels=config.in_channels, dynamic=args.dynamic)  # fmt: skip
+        export_model(model, target, format=args.format, size=args.size, in_channels=config.in_channels,
+                     dynamic=args.dynamic, precision=args.precision, calibration=calibration)  # fmt: skip
+        if args.format == "onnx":  # what a deployment needs besides the graph
+            write_metadata(target, {**config.to_dict(), "precision": args.precision})
         if args.check:
-            _check_exported(target, model, config.in_channels, args)
+            _check_exported(target, model, config.in_channels, args, calibration)
             os.replace(target, final)
     finally:
         if target != final:
             target.unlink(missing_ok=True)
     shape = (
         "dynamic N, H, W"
-        if args.dynamic
+        if args.dynamic or args.precision == "int8"
         else f"fixed 1x{config.in_channels}x{args.size[0]}x{args.size[1]}"
     )
-    print(f"{config.name} exported to {final} ({args.format}, {shape})")
+    print(f"{config.name} exported to {final} ({args.format} {args.precision}, {shape})")
     return 0
 
 
 def _check_exported(
-    path: Path, model: nn.Module, in_channels: int, args: argparse.Namespace
+    path: Path,
+    model: nn.Module,
+    in_channels: int,
+    args: argparse.Namespace,
+    calibration: list | None,
 ) -> None:
-    """Runs the exported file against PyTorch; refuses one that disagrees."""
+    """Runs the exported file against PyTorch; refuses one that disagrees: fp32 on more than
+    0.1% of the pixels of a random input, int8 on more than 0.5% of the calibration images'."""
+    from ..deploy.choose import AGREEMENT_FLOOR
     from ..deploy.export import check_export, example_images
 
-    images = example_images(args.size, in_channels, dynamic=False)
-    result = check_export(path, model, images, format=args.format)
+    if calibration is None:
+        images, floor = [example_images(args.size, in_channels, dynamic=False)], 0.999
+    else:
+        images, floor = calibration[-4:], AGREEMENT_FLOOR
+    found = [check_export(path, model, x, format=args.format) for x in images]
+    agreement = sum(r["agreement"] for r in found) / len(found)  # images of one size: pixel share
     print(
-        f"checked: {100 * result['agreement']:.3f}% of pixels agree with PyTorch, "
-        f"max |logit difference| {result['max_abs_diff']:.2e}"
+        f"checked: {100 * agreement:.3f}% of pixels agree with PyTorch fp32"
+        f"{f' on {len(images)} calibration images' if calibration else ''}, "
+        f"max |logit difference| {max(r['max_abs_diff'] for r in found):.2e}"
     )
-    if result["agreement"] < 0.999:
+    if agreement < floor:
         raise ArgumentError(
             "out", f"{args.out}: not written: the exported model disagrees with PyTorch on more "
-            "than 0.1% of pixels (--no-check writes it anyway)",
+            f"than {100 * (1 - floor):.1f}% of pixels (--no-check writes it anyway)",
         )  # fmt: skip
 
 
@@ -196,9 +225,12 @@ def add_benchmark(sub: Subparsers) -> None:
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the optimized model")
     p.add_argument(
-        "--precision", default="auto", choices=PRECISIONS,
-        help="ours, inference and training (auto: fp32 on CPU, fp16 on CUDA); the reference is always fp32",
+        "--precision", default=("auto",), type=_choices(INFERENCE_PRECISIONS),
+        help=f"comma-separated, of {', '.join(INFERENCE_PRECISIONS)}: one row per backend x "
+        "precision (auto: fp32 on CPU, fp16 on CUDA; int8: CPU engines); the reference is fp32",
     )  # fmt: skip
+    add_engine_flags(p, many=True)
+    add_data_flags(p, split="val")  # --data: agreement and mIoU per row over the split
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(run=run_benchmark_command)
 
@@ -213,13 +245,52 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
     if not models and not args.checkpoint:
         raise ArgumentError("models", "needs at least one model name")
     images = expand_inputs(args.images) if args.images else None
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    dataset = open_data(args, args.split) if args.data else None
     report = run_benchmark(
         models, size=args.size, batch=args.batch, device=args.device, repeats=args.repeats,
         training=args.training, compile=args.compile, checkpoint=args.checkpoint,
-        weights=args.weights, images=images, precision=args.precision, progress=print,
+        weights=args.weights, images=images, precisions=args.precision, backends=backends,
+        calibration=_benchmark_calibration(args, models, backends), dataset=dataset,
+        progress=print,
     )  # fmt: skip
     print(format_table(report))
     if args.json:
         write_json(args.json, report)
         print(f"figures written to {args.json}")
     return 0
+
+
+def _choices(choices: tuple[str, ...]) -> object:
+    """An argparse type: a comma-separated list of ``choices``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        words = tuple(w.strip() for w in text.split(",") if w.strip())
+        bad = [w for w in words if w not in choices]
+        if bad or not words:
+            raise argparse.ArgumentTypeError(f"must be among {', '.join(choices)}, got {text!r}")
+        return words
+
+    return parse
+
+
+def _benchmark_calibration(
+    args: argparse.Namespace, models: list[str], backends: list[str]
+) -> list | None:
+    """int8 calibration images: --calibration DIR, else the training data of the checkpoint,
+    the shipped weights or --data; None when no row needs them."""
+    if "int8" not in args.precision and not (args.calibration and "auto" in backends):
+        return None
+    from ..engine.calibration import calibration_images
+    from ..engine.checkpoint import read_checkpoint
+    from ..engine.weights import weights_path
+
+    train_config = None
+    if args.checkpoint or args.weights:
+        path = args.checkpoint or weights_path(models[0], args.weights)
+        train_config = read_checkpoint(path).get("train_config")
+    elif args.data:
+        train_config = {"dataset": args.dataset, "data": args.data}
+    return calibration_images(
+        folder=args.calibration, train_config=train_config, count=args.calibration_images
+    )

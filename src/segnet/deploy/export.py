@@ -17,6 +17,10 @@ Files are written atomically.
 from __future__ import annotations
 
 import copy
+import json
+import tempfile
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from ..metrics import compare_logits
 from .optimize import fold_batchnorm
 
 EXPORT_FORMATS = ("onnx", "torch-export")
+EXPORT_PRECISIONS = ("fp32", "int8")
 SIZE_MULTIPLE = 32  # dynamic H, W: multiples of 2**5 keep every ceil-mode pool exact
 OPSET = 18
 
@@ -73,11 +78,25 @@ def export_model(
     size: tuple[int, int] = (360, 480),
     in_channels: int = 3,
     dynamic: bool = False,
+    precision: str = "fp32",
+    calibration: Iterable[torch.Tensor] | None = None,
 ) -> Path:
-    """Exports ``model`` to ``path`` (``format``: "onnx" or "torch-export"); returns the path."""
+    """Exports ``model`` to ``path`` (``format``: "onnx" or "torch-export"); returns the path.
+
+    ``precision="int8"`` (ONNX only) writes a statically quantized QDQ graph calibrated on
+    ``calibration`` images (:mod:`.quantize`), free in N, H and W whatever ``dynamic`` says.
+    """
     if format not in EXPORT_FORMATS:
         raise ArgumentError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    if precision not in EXPORT_PRECISIONS:
+        raise ArgumentError(
+            "precision", f"must be one of {', '.join(EXPORT_PRECISIONS)}, got {precision!r}"
+        )
     path = Path(path)
+    if precision == "int8":
+        return _export_int8(
+            model, path, format=format, in_channels=in_channels, calibration=calibration
+        )
     net = prepare(model)
     images = example_images(size, in_channels, dynamic=dynamic)
     try:
@@ -93,6 +112,20 @@ def export_model(
         raise ArgumentError(
             "format", f"{format}: export failed ({type(error).__name__}: {first})"
         ) from None
+
+
+def _export_int8(
+    model: nn.Module, path: Path, *, format: str, in_channels: int,
+    calibration: Iterable[torch.Tensor] | None,
+) -> Path:  # fmt: skip
+    from .quantize import calibration_arrays, quantize_onnx  # quantize imports this module
+
+    if format != "onnx":
+        raise ArgumentError("precision", f"int8 exports to onnx only, not {format}")
+    arrays = calibration_arrays(calibration)
+    with tempfile.TemporaryDirectory(prefix="segnet-export-") as folder:
+        source = export_onnx_any_size(model, Path(folder) / "fp32.onnx", in_channels=in_channels)
+        return quantize_onnx(model, source, path, arrays)
 
 
 def _export_onnx(net: nn.Module, images: torch.Tensor, path: Path, *, dynamic: bool) -> Path:
@@ -113,6 +146,55 @@ def _export_onnx(net: nn.Module, images: torch.Tensor, path: Path, *, dynamic: b
     atomic_write(path, lambda f: f.write(proto.SerializeToString()))
     onnx.checker.check_model(str(path))
     return path
+
+
+def export_onnx_any_size(model: nn.Module, path: str | Path, *, in_channels: int = 3) -> Path:
+    """An fp32 ONNX graph free in N, H and W -- any sizes, odd ones included -- for the engine
+    backends and int8 files (:mod:`.backends`, :mod:`.quantize`). Input ``images``, output
+    ``logits``; BN folded; written atomically.
+
+    Captured by PyTorch's TorchScript-based exporter: it records the ceil-mode shape arithmetic
+    of the pools as graph ops (Shape, Div, Pad), where ``torch.export`` cannot keep an odd H
+    symbolic (module docstring). The trace runs at an odd size so that no pad is elided.
+    """
+    path = Path(path)
+    net = prepare(model)
+    example = torch.randn(1, in_channels, 45, 61, generator=torch.Generator().manual_seed(0))
+    axes = {0: "batch", 2: "height", 3: "width"}
+
+    def write(f: Any) -> None:
+        with warnings.catch_warnings():  # tracer and deprecation notices: not for the user
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net, (example,), f, dynamo=False, opset_version=OPSET, input_names=["images"],
+                output_names=["logits"], dynamic_axes={"images": axes, "logits": axes},
+            )  # fmt: skip
+
+    try:
+        atomic_write(path, write)
+    except Exception as error:  # exporter failures come in many types; nothing was written
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise SegNetError(f"ONNX export failed ({type(error).__name__}: {first})") from None
+    return path
+
+
+def write_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Stores ``metadata`` (class names, palette, normalization ...) in the ONNX file's
+    ``metadata_props``, each value as JSON, so a deployment needs nothing but the file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    atomic_write(Path(path), lambda f: f.write(proto.SerializeToString()))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    import onnx
+
+    return {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props}
 
 
 def load_exported(path: str | Path) -> torch.export.ExportedProgram:

@@ -13,6 +13,9 @@ What it does, each step measured on CPU (see ``benchmarks/README.md``):
 * optionally ``compile=True``: ``torch.compile`` (fuses the pooling/unpooling elementwise ops;
   costs a compilation per input size).
 
+Other backends (ONNX Runtime, OpenVINO) and int8 live in :mod:`.backends` and :mod:`.quantize`;
+``optimize_for_inference`` is the one entry point for all of them.
+
 The argmax of the optimized model agrees with the fp32 eager model on >= 99.5% of pixels
 (tested); in fp32 the only difference is the rounding of the folded weights.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -84,12 +88,30 @@ def _keep_fp32(model: nn.Module) -> None:
                 setattr(parent, name, _Float32(child))
 
 
-class InferenceModel(nn.Module):
-    """``images`` (N, C, H, W), any float dtype/layout -> fp32 ``logits`` (N, K, H, W).
+class OptimizedModel(nn.Module):
+    """What :func:`optimize_for_inference` returns, whatever the backend: ``images``
+    (N, C, H, W) float -> fp32 ``logits`` (N, K, H, W) as a torch tensor, already in its own
+    precision (callers put no autocast around it). ``backend``, ``precision``, ``device`` say
+    where and how it runs."""
+
+    backend: str
+    precision: str
+    device: torch.device
+
+    def replica(self) -> OptimizedModel:
+        """An independent copy for another thread (serve's workers), without optimizing,
+        calibrating or measuring again."""
+        return copy.deepcopy(self)
+
+
+class InferenceModel(OptimizedModel):
+    """The torch backend: ``images`` (N, C, H, W), any float dtype/layout -> fp32 ``logits``.
 
     Holds the optimized network as ``.model``; dropout layers stay reachable through
     ``.modules()``, so Monte-Carlo dropout (``set_mc_dropout``) still works.
     """
+
+    backend = "torch"
 
     def __init__(
         self, model: nn.Module, *, device: torch.device, precision: str, compiled: bool
@@ -110,30 +132,53 @@ def optimize_for_inference(
     model: nn.Module,
     *,
     precision: str = "auto",
+    backend: str = "torch",
+    calibration: Iterable[Tensor] | None = None,
     device: str | torch.device | None = None,
     compile: bool = False,
-) -> InferenceModel:
-    """A copy of ``model`` made for fast inference (BN folded, channels_last, precision).
+) -> OptimizedModel:
+    """A copy of ``model`` made for fast inference: a callable mapping normalized images
+    (N, C, H, W) to fp32 logits (N, K, H, W), a torch tensor, whatever runs it.
 
-    ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA),
-    ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only). ``device`` defaults to the model's.
-    ``compile=True`` wraps the network in ``torch.compile`` (measure first: it pays off only for
-    many images of one size). The input model is left untouched.
+    ``backend``: ``"torch"`` (BN folded, channels_last, precision), ``"onnxruntime"`` or
+    ``"openvino"`` (CPU engines, extras ``segnet[onnx]`` / ``segnet[openvino]``; any N, H, W),
+    or ``"auto"``: the fastest installed one for this model on this machine, measured once and
+    cached, whose labels agree with eager fp32 (:mod:`.choose`).
+    ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA; with ``backend="auto"`` and
+    ``calibration``, int8 too where it is faster and agrees), ``"fp32"``, ``"bf16"``,
+    ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
+    (N, C, H, W) normalized image tensors, e.g. 32 training images).
+    ``device`` defaults to the model's. ``compile=True`` (torch backend) wraps the network in
+    ``torch.compile`` (measure first: it pays off only for many images of one size). The input
+    model is left untouched.
     """
-    if isinstance(model, InferenceModel):
+    if isinstance(model, OptimizedModel):
         return model
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
     resolved = resolve_precision(precision, device)
+    if backend != "torch" or resolved == "int8":
+        from .backends import build_backend  # engines import this module
+
+        return build_backend(
+            model, backend=backend, precision=precision, calibration=calibration, device=device
+        )
+    return optimize_torch(model, precision=resolved, device=device, compile=compile)
+
+
+def optimize_torch(
+    model: nn.Module, *, precision: str, device: torch.device, compile: bool = False
+) -> InferenceModel:
+    """The torch backend for a resolved ``precision`` ("fp32", "bf16", "fp16")."""
     optimized = fold_batchnorm(copy.deepcopy(model).eval())
     optimized.requires_grad_(False)
-    if resolved != "fp32":
+    if precision != "fp32":
         _keep_fp32(optimized)
-        optimized.to(DTYPES[resolved])
+        optimized.to(DTYPES[precision])
         for module in optimized.modules():
             if isinstance(module, _Float32):
                 module.layer.float()
     optimized.to(device=device, memory_format=torch.channels_last)
-    return InferenceModel(optimized, device=device, precision=resolved, compiled=compile).eval()
+    return InferenceModel(optimized, device=device, precision=precision, compiled=compile).eval()

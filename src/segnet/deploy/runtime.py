@@ -11,12 +11,16 @@ CPU (PyTorch's default is the physical core count).
 from __future__ import annotations
 
 import contextlib
+import platform
+from pathlib import Path
 
 import torch
 
 from ..errors import ArgumentError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # training and the torch backend
+# Inference adds int8: statically quantized, calibrated, on the onnxruntime/openvino backends.
+INFERENCE_PRECISIONS = PRECISIONS + ("int8",)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -30,6 +34,33 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ArgumentError("device", f"{name}: not a device (use cpu, cuda or cuda:N)") from None
 
 
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_vnni() -> bool:
+    """int8 dot products with 32-bit accumulation (AVX512-VNNI or AVX-VNNI), from /proc/cpuinfo."""
+    try:
+        flags = next(
+            (
+                line
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("flags")
+            ),
+            "",
+        )
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni"))
+
+
 def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -39,9 +70,13 @@ def cpu_has_avx512() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
+    if precision not in INFERENCE_PRECISIONS:
         raise ArgumentError(
-            "precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            "precision", f"must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "int8" and device.type != "cpu":
+        raise ArgumentError(
+            "precision", "int8 runs on CPU (onnxruntime, openvino); on CUDA use fp16 or bf16"
         )
     if precision == "auto":
         if device.type == "cuda":

@@ -7,6 +7,8 @@ split (BF up to the rounding of its float64 sum, which adds the images in anothe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -34,11 +36,14 @@ def evaluate(
     optimize: bool = True,
     group: Distributed = ALONE,
     tta: TestTimeAugmentation = SINGLE_PASS,
+    backend: str = "torch",
+    calibration: Sequence[torch.Tensor] | None = None,
 ) -> dict:
     """G, C, mIoU, per-class rows, BF and the confusion matrix over ``dataset``; void excluded.
 
-    ``optimize``: run a copy made by :func:`segnet.optimize_for_inference` (BN folded,
-    channels_last; the same argmax as the eager model on >= 99.5% of pixels, tested).
+    ``optimize``: run a copy made by :func:`segnet.optimize_for_inference` on ``backend`` (BN
+    folded, channels_last; the same argmax as the eager model on >= 99.5% of pixels, tested);
+    ``calibration``: images for int8.
     """
     info = dataset.info
     confusion = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
@@ -52,7 +57,9 @@ def evaluate(
     loader = DataLoader(shard, batch_size=1, shuffle=False, num_workers=0)
     model.eval()
     if optimize:
-        model = optimize_for_inference(model, precision=precision, device=device)
+        model = optimize_for_inference(
+            model, precision=precision, device=device, backend=backend, calibration=calibration
+        )
     for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         probs = predict_probabilities(
             model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta

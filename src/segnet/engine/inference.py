@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..deploy.optimize import InferenceModel
+from ..deploy.optimize import OptimizedModel
 from ..deploy.runtime import autocast
 from ..errors import ArgumentError
 from ..models import set_mc_dropout
@@ -108,7 +108,7 @@ def _sampled(
     if device.type == "cpu" or precision != "fp32":
         images = images.contiguous(memory_format=torch.channels_last)
     # An optimized model already runs in its own precision: no autocast around it.
-    optimized = isinstance(model, InferenceModel)
+    optimized = isinstance(model, OptimizedModel)
     samples = max(1, mc_samples)
     total = squares = None
     with monte_carlo_dropout(model, mc_samples > 0):

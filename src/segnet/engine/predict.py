@@ -3,6 +3,7 @@ dropout, an uncertainty map) per input, all written atomically. Videos: ``engine
 
 from __future__ import annotations
 
+import copy
 import glob
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..data.base import normalize
 from ..data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, write_png
-from ..deploy.optimize import optimize_for_inference
+from ..deploy.optimize import OptimizedModel, optimize_for_inference
 from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir
 from .checkpoint import ModelConfig
@@ -108,18 +109,31 @@ class Segmenter:
         precision: str = "fp32",
         optimize: bool = True,
         tta: TestTimeAugmentation = SINGLE_PASS,
+        backend: str = "torch",
+        calibration: Sequence[torch.Tensor] | None = None,
     ) -> None:
         self.tta = tta  # test-time views averaged per image (default: one forward pass)
-        # optimize: BN folded, channels_last, precision applied once (segnet.optimize_for_inference)
-        model = (
-            optimize_for_inference(model, precision=precision, device=device) if optimize else model
-        )
+        # optimize: BN folded, channels_last, precision applied once, on `backend`
+        # (segnet.optimize_for_inference; int8 calibrates on `calibration`)
+        if optimize:
+            model = optimize_for_inference(
+                model, precision=precision, device=device, backend=backend, calibration=calibration
+            )
         self.model, self.config, self.device, self.precision = (
             model.eval().to(device),
             config,
             device,
             precision,
         )
+
+    def replica(self) -> Segmenter:
+        """A copy for another thread: its own model copy (or engine request), nothing rebuilt."""
+        optimized = isinstance(self.model, OptimizedModel)
+        model = self.model.replica() if optimized else copy.deepcopy(self.model)
+        return Segmenter(
+            model, self.config, device=self.device, precision=self.precision, optimize=False,
+            tta=self.tta,
+        )  # fmt: skip
 
     def __call__(
         self, image: np.ndarray, *, mc_samples: int = 0

@@ -7,8 +7,8 @@ indices (the paper notes 2 bits suffice). Windows are scanned in row-major order
 maximum wins, exactly as ``F.max_pool2d`` and Caffe do, so unpooling matches ``F.max_unpool2d``
 bit for bit, ties included.
 
-Pooling rounds up (Caffe's ceil mode): an odd side is padded with -inf, so 45x60 -> 23x30, and
-unpooling crops back to the exact pre-pool size (23x30 -> 45x60). Any input size works.
+Pooling rounds up (Caffe's ceil mode): an odd side is padded (as if with -inf), so 45x60 -> 23x30,
+and unpooling crops back to the exact pre-pool size (23x30 -> 45x60). Any input size works.
 
 Unpooling is built from standard ops (compare, where, reshape, slice), so it exports to ONNX and
 runs under ``torch.use_deterministic_algorithms``. Pooling has two exact paths: in eager mode the
@@ -94,18 +94,23 @@ def _pool_forward_native(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _pool_forward_graph(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Graph path (export, compile): Pad, Reshape, Slice, Max, Greater, Where -- no MaxPool with
+    """Graph path (export, compile): Pad, strided Slice, Max, Greater, And/Or -- no MaxPool with
     indices, no branch on the input size, so ONNX/torch.export graphs keep H and W dynamic.
 
     A tournament per window: the top pair's winner (right only if strictly greater), the bottom
     pair's, then bottom only if strictly greater: the first maximum in row-major order wins.
+    Ceil mode pads odd sides by repeating the last row/column: a repeat ties with the value it
+    copies and sits after it, so it never wins -- the same values and codes as padding with -inf,
+    and no infinity in the graph (OpenVINO's NNCF quantizer refuses a Pad with -inf).
+    The four corners are taken with stride-2 slices, not a 6-D reshape and integer indexing:
+    the reshape's Gathers made SegNet's int8 OpenVINO graph ~20% slower (benchmarks/README.md);
+    eager NCHW speed is the same either way.
     """
-    n, c, height, width = x.shape
+    height, width = x.shape[-2:]
     h, w = (height + 1) // 2, (width + 1) // 2
-    x = F.pad(x, (0, 2 * w - width, 0, 2 * h - height), value=float("-inf"))  # ceil mode
-    windows = x.reshape(n, c, h, 2, w, 2)
-    a, b = windows[:, :, :, 0, :, 0], windows[:, :, :, 0, :, 1]  # (N, C, h, w) each
-    c_, d = windows[:, :, :, 1, :, 0], windows[:, :, :, 1, :, 1]
+    x = F.pad(x, (0, 2 * w - width, 0, 2 * h - height), mode="replicate")  # ceil mode
+    a, b = x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]  # (N, C, h, w) each: window corners
+    c_, d = x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]
     top, bottom = torch.maximum(a, b), torch.maximum(c_, d)
     down = bottom > top
     right = (down & (d > c_)) | (~down & (b > a))  # And/Or, not a bool Where (onnxruntime lacks it)

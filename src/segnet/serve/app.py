@@ -46,11 +46,13 @@ class Service:
     pool: InferencePool
     limits: Limits
     mc_samples: int = 0  # > 0: Bayesian SegNet, uncertainty output available
+    runtime: str = "torch fp32"  # the workers' backend and precision, e.g. "openvino int8"
 
     def info(self) -> dict:
         return {
             "model": self.config.name,
             "source": self.source,
+            "runtime": self.runtime,
             "classes": list(self.config.class_names),
             "palette": [list(c) for c in self.config.palette],
             "mc_samples": self.mc_samples,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -51,8 +52,11 @@ def load_service(
     mc_samples: int = 0,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "torch",
+    calibration: Sequence[torch.Tensor] | None = None,
 ) -> Service:
-    """The model loaded once and copied into ``limits.workers`` optimized segmenters."""
+    """The model loaded once and copied into ``limits.workers`` optimized segmenters, on
+    ``backend`` (``segnet.optimize_for_inference``; int8 calibrates on ``calibration``)."""
     limits = limits or Limits()
     if mc_samples < 0:
         raise ArgumentError("mc_samples", f"must be >= 0, got {mc_samples}")
@@ -65,13 +69,19 @@ def load_service(
         )
     threads = threads_per_worker(limits.workers)
     torch.set_num_threads(threads)
-    segmenters = [
-        Segmenter(net, config, device=torch_device, precision=resolved)
-        for _ in range(limits.workers)
-    ]  # optimize_for_inference copies the model: one copy per worker
+    first = Segmenter(
+        net, config, device=torch_device, precision=resolved, backend=backend,
+        calibration=calibration,
+    )  # fmt: skip
+    # Each worker runs its own copy (an engine's infer request serves one call at a time); the
+    # first one's optimized model is copied, so int8 calibrates and auto measures only once.
+    segmenters = [first] + [first.replica() for _ in range(limits.workers - 1)]
     pool = InferencePool(segmenters, queue_size=limits.queue, threads=threads)
     source = Path(checkpoint).name if checkpoint is not None else f"{weights} weights"
-    return Service(config=config, source=source, pool=pool, limits=limits, mc_samples=mc_samples)
+    return Service(
+        config=config, source=source, pool=pool, limits=limits, mc_samples=mc_samples,
+        runtime=f"{first.model.backend} {first.model.precision}",
+    )  # fmt: skip
 
 
 def serve(service: Service, *, host: str = "127.0.0.1", port: int = 8000) -> str | None:
