@@ -150,19 +150,25 @@ def engine_settings(args: argparse.Namespace, precision: str) -> dict:
         check_combination(args.backend, precision)  # before minutes of calibration
     calibration = None
     if precision == "int8" or args.calibration:
-        from ..engine.calibration import calibration_images
+        from ..engine.weights import weights_path
 
-        calibration = calibration_images(
-            folder=args.calibration, train_config=None if args.calibration else _train_config(args),
-            count=args.calibration_images,
-        )  # fmt: skip
+        path = args.checkpoint or weights_path(args.model, args.weights)
+        calibration = calibration_from_args(args, checkpoint=path)
     return {"backend": args.backend, "calibration": calibration}
 
 
-def _train_config(args: argparse.Namespace) -> dict | None:
-    """The ``train_config`` of the checkpoint (or shipped weights) the flags name."""
+def calibration_from_args(
+    args: argparse.Namespace, *, checkpoint: str | None = None, train_config: dict | None = None
+) -> list:
+    """int8 calibration images (:func:`..engine.calibration.calibration_images`): --calibration
+    DIR, else the training data named by ``checkpoint``'s ``train_config`` (else
+    ``train_config``), --calibration-images of them."""
+    from ..engine.calibration import calibration_images
     from ..engine.checkpoint import read_checkpoint
-    from ..engine.weights import weights_path
 
-    path = args.checkpoint or weights_path(args.model, args.weights)
-    return read_checkpoint(path).get("train_config")
+    if not args.calibration and checkpoint is not None:
+        train_config = read_checkpoint(checkpoint).get("train_config")
+    return calibration_images(
+        folder=args.calibration, train_config=None if args.calibration else train_config,
+        count=args.calibration_images,
+    )  # fmt: skip

@@ -22,6 +22,7 @@ from .args import (
     add_data_flags,
     add_engine_flags,
     add_group_pattern_flag,
+    calibration_from_args,
     image_size,
     open_data,
     positive_int,
@@ -135,19 +136,13 @@ def add_export(sub: Subparsers) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..deploy.export import export_model, write_metadata
-    from ..engine.checkpoint import load_model, read_checkpoint
+    from ..engine.checkpoint import load_model
 
     final = check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
     model, config, _ = load_model(args.checkpoint)
     calibration = None
     if args.precision == "int8":
-        from ..engine.calibration import calibration_images
-
-        train_config = (
-            None if args.calibration else read_checkpoint(args.checkpoint).get("train_config")
-        )
-        calibration = calibration_images(folder=args.calibration, train_config=train_config,
-                                         count=args.calibration_images)  # fmt: skip
+        calibration = calibration_from_args(args, checkpoint=args.checkpoint)
     # Checked before it is put in place: a file that disagrees with PyTorch never lands at --out.
     target = final.with_name(f".{final.name}.unchecked") if args.check else final
     try:
@@ -281,16 +276,10 @@ def _benchmark_calibration(
     the shipped weights or --data; None when no row needs them."""
     if "int8" not in args.precision and not (args.calibration and "auto" in backends):
         return None
-    from ..engine.calibration import calibration_images
-    from ..engine.checkpoint import read_checkpoint
     from ..engine.weights import weights_path
 
-    train_config = None
     if args.checkpoint or args.weights:
         path = args.checkpoint or weights_path(models[0], args.weights)
-        train_config = read_checkpoint(path).get("train_config")
-    elif args.data:
-        train_config = {"dataset": args.dataset, "data": args.data}
-    return calibration_images(
-        folder=args.calibration, train_config=train_config, count=args.calibration_images
-    )
+        return calibration_from_args(args, checkpoint=path)
+    data = {"dataset": args.dataset, "data": args.data} if args.data else None
+    return calibration_from_args(args, train_config=data)
