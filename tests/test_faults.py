@@ -37,6 +37,10 @@ DRIVER = """
 import os, signal, sys, time
 from pathlib import Path
 
+# A suite started in the background (`cmd &` in a script) hands its children SIGINT ignored, and
+# Python then never raises KeyboardInterrupt: take it back, as a terminal's Ctrl-C would reach it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 sys.modules["matplotlib"] = None  # no curves.png: faster; the run's own files are what count
 import torch
 import segnet.files
@@ -84,12 +88,6 @@ TRAIN = ["--model", "segnet_basic", "--dataset", "folder", "--num-classes", "3",
          "--precision", "fp32", "--device", "cpu"]  # fmt: skip
 
 
-def _take_sigint() -> None:
-    """A suite started in the background (``cmd &`` in a script) hands its children SIGINT
-    ignored, and Python then never raises KeyboardInterrupt: restore the default first."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 class Child:
     """A ``segnet`` subprocess with fault hooks; output goes to a log file (no pipe to fill)."""
 
@@ -105,11 +103,11 @@ class Child:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "FAULT_MARKER": str(self.marker)}  # fmt: skip
         env.update({f"FAULT_{k.upper()}": str(v) for k, v in faults.items()})
+        # No preexec_fn: Python code between fork and exec is unsafe while engine threads from
+        # earlier tests run in this process (the driver takes SIGINT back itself).
         with self.log.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(driver), *argv], stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_take_sigint,
-            )  # fmt: skip
+            command = [sys.executable, str(driver), *argv]
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def wait(self, timeout: float = 300) -> int:
         return self.process.wait(timeout=timeout)
