@@ -82,6 +82,27 @@ def test_engines_take_any_size_and_batch(backend, model_factory) -> None:
             assert torch.allclose(optimized(x), model(x), atol=1e-3)
 
 
+def test_openvino_compiles_each_shape_once_static_and_keeps_the_latest(
+    model_factory, monkeypatch
+) -> None:
+    _need("openvino")
+    from segnet.deploy import backends
+
+    monkeypatch.setattr(backends, "SHAPES_KEPT", 2)
+    model = model_factory("segnet_basic")
+    optimized = optimize_for_inference(model, backend="openvino", precision="fp32")
+    shapes = optimized.make_runner.args[0]  # the OpenVinoGraph replicas share
+    x = torch.randn(1, 3, 32, 48)
+    optimized(x), optimized(x), optimized.replica()(x)
+    assert list(shapes.compiled) == [(1, 3, 32, 48)]  # once, for the model and its replica
+    assert shapes.compiled[1, 3, 32, 48].input(0).get_partial_shape().is_static
+    for shape in [(1, 3, 40, 56), (2, 3, 32, 48), (1, 3, 32, 48)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert torch.allclose(optimized(x), model(x), atol=1e-3)
+    assert list(shapes.compiled) == [(2, 3, 32, 48), (1, 3, 32, 48)]  # the 2 latest
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_engine_replicas_run_side_by_side_with_their_own_state(backend, model_factory) -> None:
     """serve's workers: each replica has its own session/request, none is rebuilt, and two
@@ -121,11 +142,12 @@ def test_openvino_int8_leaves_the_pooling_float(model_factory, tmp_path) -> None
     pytest.importorskip("nncf")
     import openvino as ov
 
+    from segnet.deploy.backends import openvino_core
     from segnet.deploy.quantize import quantize_openvino
 
     model = model_factory("segnet_basic")
-    path = export_onnx_any_size(model, tmp_path / "m.onnx")
-    quantized = quantize_openvino(ov, path, [np.random.rand(1, 3, 32, 48).astype(np.float32)] * 2)
+    graph = openvino_core(ov).read_model(str(export_onnx_any_size(model, tmp_path / "m.onnx")))
+    quantized = quantize_openvino(graph, [np.random.rand(1, 3, 32, 48).astype(np.float32)] * 2)
     ops = quantized.get_ordered_ops()
     fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
     assert fq, "nothing was quantized"

@@ -33,7 +33,9 @@ def main(name: str) -> None:
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
               "INFERENCE_PRECISION_HINT": "f32"}  # fmt: skip
     x = torch.randn(*SIZE).numpy()
-    quantized = quantize_openvino(ov, source, [torch.randn(*SIZE).numpy() for _ in range(2)])
+    quantized = quantize_openvino(
+        core.read_model(str(source)), [torch.randn(*SIZE).numpy() for _ in range(2)]
+    )
     runs = {}
     for precision in ("fp32", "int8"):
         for shape in ("dynamic", "static"):

@@ -30,7 +30,6 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -183,14 +182,13 @@ def _quiet() -> Iterator[None]:
 _FLOAT_OP_TYPES = ["Maximum", "Greater", "Equal", "Select", "LogicalAnd", "LogicalOr", "LogicalNot"]
 
 
-def quantize_openvino(ov: ModuleType, source: Path, arrays: Sequence[np.ndarray]) -> object:
-    """The int8 OpenVINO model of the fp32 ONNX ``source``, by NNCF: FakeQuantize at the inputs
-    of the convolutions (OpenVINO runs them int8 in, fp32 out, so the pools compare float
-    values); :func:`float_convs` and the pooling subgraph left float."""
+def quantize_openvino(model: object, arrays: Sequence[np.ndarray]) -> object:
+    """The int8 OpenVINO model of ``model`` (the fp32 ONNX graph read by OpenVINO), by NNCF:
+    FakeQuantize at the inputs of the convolutions (OpenVINO runs them int8 in, fp32 out, so
+    the pools compare float values); :func:`float_convs` and the pooling subgraph left float."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    model = ov.Core().read_model(str(source))
     convs = [op.get_friendly_name() for op in model.get_ordered_ops()
              if op.get_type_name() == "Convolution"]  # fmt: skip
     ignored = nncf.IgnoredScope(names=float_convs(convs), types=_FLOAT_OP_TYPES, validate=False)
