@@ -82,25 +82,27 @@ def test_engines_take_any_size_and_batch(backend, model_factory) -> None:
             assert torch.allclose(optimized(x), model(x), atol=1e-3)
 
 
-def test_openvino_compiles_each_shape_once_static_and_keeps_the_latest(
+def test_openvino_compiles_the_first_shapes_static_and_the_rest_once_dynamic(
     model_factory, monkeypatch
 ) -> None:
     _need("openvino")
     from segnet.deploy import backends
 
-    monkeypatch.setattr(backends, "SHAPES_KEPT", 2)
+    monkeypatch.setattr(backends, "STATIC_SHAPES", 2)
     model = model_factory("segnet_basic")
     optimized = optimize_for_inference(model, backend="openvino", precision="fp32")
-    shapes = optimized.make_runner.args[0]  # the OpenVinoGraph replicas share
+    graph = optimized.make_runner.args[0]  # the OpenVinoGraph replicas share
     x = torch.randn(1, 3, 32, 48)
     optimized(x), optimized(x), optimized.replica()(x)
-    assert list(shapes.compiled) == [(1, 3, 32, 48)]  # once, for the model and its replica
-    assert shapes.compiled[1, 3, 32, 48].input(0).get_partial_shape().is_static
-    for shape in [(1, 3, 40, 56), (2, 3, 32, 48), (1, 3, 32, 48)]:
+    assert list(graph.static) == [(1, 3, 32, 48)]  # once, for the model and its replica
+    assert graph.static[1, 3, 32, 48].input(0).get_partial_shape().is_static
+    assert graph.dynamic is None
+    for shape in [(1, 3, 40, 56), (2, 3, 32, 48), (1, 3, 45, 61), (1, 3, 32, 48)]:
         x = torch.randn(*shape)
         with torch.no_grad():
             assert torch.allclose(optimized(x), model(x), atol=1e-3)
-    assert list(shapes.compiled) == [(2, 3, 32, 48), (1, 3, 32, 48)]  # the 2 latest
+    assert list(graph.static) == [(1, 3, 32, 48), (1, 3, 40, 56)]  # the first two, kept
+    assert not graph.dynamic.input(0).get_partial_shape().is_static  # the others: one compile
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -9,10 +9,9 @@ is a one-line error naming it.
 
 OpenVINO runs fp32 with ``INFERENCE_PRECISION_HINT=f32``: on CPUs with native bf16 its default
 is bf16, which moved 0.8% of CamVid pixels off the fp32 labels (measured, SegNet-Basic). It
-compiles the graph once per input shape, reshaped to that static shape (:class:`OpenVinoGraph`):
-SegNet int8 at 1x3x360x480 took 183 MB instead of 285 MB and ~17% less time than the dynamic
-graph, with the same labels, and a compile takes under half a second
-(``benchmarks/epyc_zen4_engines/openvino_static_vs_dynamic.py``).
+compiles the graph once per input shape, reshaped to that static shape, for the first few
+shapes (:class:`OpenVinoGraph`): less memory and time than the dynamic graph, same labels
+(``benchmarks/README.md``, "OpenVINO compiled per input shape").
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import importlib
 import importlib.util
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -181,13 +179,19 @@ def openvino_core(ov: ModuleType) -> object:
     return ov.Core()
 
 
-SHAPES_KEPT = 8  # compiled shapes an OpenVinoGraph keeps (each ~weights + its buffers)
+STATIC_SHAPES = 4  # input shapes compiled static (the first seen); later ones share a dynamic one
 
 
 class OpenVinoGraph:
-    """An OpenVINO model (fp32, or int8 from NNCF) compiled per input shape, on torch's thread
-    count; int8 models run their float parts in f32 too. Thread-safe: serve's replicas share it.
-    The :data:`SHAPES_KEPT` most recently used shapes stay compiled."""
+    """An OpenVINO model (fp32, or int8 from NNCF), compiled on torch's thread count; int8
+    models run their float parts in f32 too. Thread-safe: serve's replicas share it.
+
+    The first :data:`STATIC_SHAPES` input shapes it meets get a model compiled for that static
+    shape (SegNet int8, 360x480: 189 MB at the first forward against 285 MB, ~13% faster, same
+    labels); each costs its own memory (~150 MB more per SegNet int8 shape near 360x480), so
+    any further shape runs on one dynamic compile instead of compiling again: a deployment
+    sees one or a few sizes, a folder of mixed sizes never recompiles or grows without bound.
+    """
 
     def __init__(self, ov: ModuleType, graph: object, precision: str) -> None:
         self.core, self.graph = openvino_core(ov), graph
@@ -196,33 +200,33 @@ class OpenVinoGraph:
             "INFERENCE_NUM_THREADS": torch.get_num_threads(),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
         }
-        self.compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self.static: dict[tuple[int, ...], object] = {}
+        self.dynamic: object | None = None
         self.lock = threading.Lock()
 
-    def compiled_for(self, shape: tuple[int, ...]) -> object:
+    def compiled_for(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, object]:
+        """(``shape``, its static compile) or (None, the dynamic compile)."""
         with self.lock:
-            if shape not in self.compiled:
+            if shape not in self.static and len(self.static) < STATIC_SHAPES:
                 static = self.graph.clone()
-                static.reshape(list(shape))  # (N, C, H, W): a static graph for this shape
-                self.compiled[shape] = self.core.compile_model(static, "CPU", self.config)
-                if len(self.compiled) > SHAPES_KEPT:
-                    self.compiled.popitem(last=False)
-            self.compiled.move_to_end(shape)
-            return self.compiled[shape]
+                static.reshape(list(shape))  # (N, C, H, W) fixed
+                self.static[shape] = self.core.compile_model(static, "CPU", self.config)
+            if shape in self.static:
+                return shape, self.static[shape]
+            if self.dynamic is None:
+                self.dynamic = self.core.compile_model(self.graph, "CPU", self.config)
+            return None, self.dynamic
 
 
 def openvino_runner(graph: OpenVinoGraph) -> Runner:
-    """Infer requests of its own on ``graph``, one per input shape (at most
-    :data:`SHAPES_KEPT`); each allocates its buffers at its first call and keeps them."""
-    requests: OrderedDict[tuple[int, ...], object] = OrderedDict()
+    """Infer requests of its own on ``graph``: one per static shape, one for the dynamic
+    compile; each allocates its buffers at its first call and keeps them."""
+    requests: dict[tuple[int, ...] | None, object] = {}
 
     def run(images: np.ndarray) -> np.ndarray:
-        shape = tuple(images.shape)
-        if shape not in requests:
-            requests[shape] = graph.compiled_for(shape).create_infer_request()
-            if len(requests) > SHAPES_KEPT:
-                requests.popitem(last=False)
-        requests.move_to_end(shape)
-        return np.array(requests[shape].infer({0: images})[0])  # a copy: the buffer is reused
+        key, compiled = graph.compiled_for(tuple(images.shape))
+        if key not in requests:
+            requests[key] = compiled.create_infer_request()
+        return np.array(requests[key].infer({0: images})[0])  # a copy: the buffer is reused
 
     return run
