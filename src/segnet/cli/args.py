@@ -152,7 +152,9 @@ def engine_settings(args: argparse.Namespace, precision: str) -> dict:
     if precision == "int8" or args.calibration:
         from ..engine.weights import weights_path
 
-        path = args.checkpoint or weights_path(args.model, args.weights)
+        path = None  # --calibration DIR needs no checkpoint; else it names the training data
+        if not args.calibration:
+            path = args.checkpoint or weights_path(args.model, args.weights)
         calibration = calibration_from_args(args, checkpoint=path)
     return {"backend": args.backend, "calibration": calibration}
 
