@@ -82,10 +82,10 @@ sys.exit(code)
 """
 
 # Two processes of batch 2 (global batch 4): 8 train images make 2 steps per epoch and
-# process; 3 val images split 2 + 1 over the processes.
+# process; 3 val images split 2 + 1 over the processes. Weight averaging of epochs 2-3.
 TRAIN = ["train", "--model", "segnet_basic", "--dataset", "folder", "--num-classes", "3",
          "--epochs", "3", "--batch-size", "2", "--lr", "0.01", "--crop", "32", "32", "--hflip",
-         "--num-workers", "0", "--precision", "fp32", "--device", "cpu"]  # fmt: skip
+         "--num-workers", "0", "--precision", "fp32", "--device", "cpu", "--average-last", "2"]  # fmt: skip
 
 
 def free_port() -> int:
@@ -193,6 +193,20 @@ def test_distributed_validation_equals_single_process_evaluation(two_processes, 
 
 
 @pytest.mark.slow
+def test_distributed_weight_average_equals_single_process_evaluation(two_processes, data):
+    """Each rank averages and recomputes BN alike; their sharded validation of averaged.pt
+    equals `segnet evaluate` of the file rank 0 wrote."""
+    out = two_processes.parent / "averaged.json"
+    averaged = read_checkpoint(two_processes / "averaged.pt")
+    argv = ["evaluate", "--checkpoint", str(two_processes / "averaged.pt"), "--dataset", "folder",
+            "--data", str(data), "--num-classes", "3", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    single = json.loads(out.read_text())
+    assert averaged["metrics"]["averaged"]["epochs"] == [2, 3]
+    assert single["confusion_matrix"] == averaged["metrics"]["confusion_matrix"]
+
+
+@pytest.mark.slow
 def test_tensorboard_events_hold_the_scalars_and_images(two_processes) -> None:
     events = EventAccumulator(str(two_processes / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
@@ -248,6 +262,8 @@ def test_killed_launcher_then_resume_continues_as_if_uninterrupted(two_processes
     assert resumed.wait() == 0, resumed.output()
     a, b = read_checkpoint(run / "last.pt"), read_checkpoint(two_processes / "last.pt")
     assert a["epoch"] == 3 and _same(a["state_dict"], b["state_dict"])
+    assert _same(read_checkpoint(run / "averaged.pt")["state_dict"],
+                 read_checkpoint(two_processes / "averaged.pt")["state_dict"])  # fmt: skip
     assert [r["epoch"] for r in _log_rows(run / "log.csv")] == ["1", "2", "3"]
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()  # a repeated epoch's events are hidden: each step once

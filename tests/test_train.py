@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import torch.nn.functional as F
 from conftest import write_folder_dataset
 from segnet import SegNetError
 from segnet.data.transforms import PadCollate
+from segnet.engine.averaging import FILE as AVERAGED_FILE
+from segnet.engine.averaging import WeightAverage, window_start
 from segnet.engine.checkpoint import load_model, read_checkpoint
 from segnet.engine.config import TrainConfig
 from segnet.engine.train import SegmentationLoss, fit
@@ -184,3 +187,62 @@ def test_a_corrupt_val_image_stops_training_before_the_first_epoch(tiny_folder, 
     with pytest.raises(SegNetError, match=r"1 problem\(s\) in the data, the first: .*val_1.png"):
         fit(_config(tiny_folder, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_weight_average_is_a_running_mean_that_restarts_when_its_window_moves() -> None:
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage()
+    for epoch, value in ((3, 1.0), (4, 2.0), (5, 6.0)):
+        torch.nn.init.constant_(model.weight, value)
+        average.update(model, epoch=epoch, first=3)
+    assert average.epochs == [3, 4, 5] and torch.allclose(average.mean["weight"], torch.tensor(3.0))
+    average.update(model, epoch=6, first=4)  # a resumed run given more epochs: the window moved
+    assert average.epochs == [6] and torch.allclose(average.mean["weight"], torch.tensor(6.0))
+    assert window_start(epochs=10, average_last=3) == 8 and window_start(epochs=2, average_last=5) == 1
+
+
+def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exactly(
+    tiny_folder, tmp_path, monkeypatch
+) -> None:
+    import segnet.engine.train as train
+
+    config = dict(epochs=3, average_last=2)
+    fit(_config(tiny_folder, tmp_path / "straight", **config), progress=False)
+    straight = read_checkpoint(tmp_path / "straight" / AVERAGED_FILE)
+    assert straight["epoch"] == 3 and straight["metrics"]["averaged"]["epochs"] == [2, 3]
+    assert 0.0 <= straight["metrics"]["miou"] <= 1.0
+
+    # the same run killed during epoch 3, then resumed: the average continues from last.pt
+    real_epoch = train._train_epoch
+
+    def killed_in_epoch_3(run, epoch, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(run, epoch, **kwargs)
+
+    monkeypatch.setattr(train, "_train_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(tiny_folder, tmp_path / "split", **config), progress=False)
+    epoch_2 = read_checkpoint(tmp_path / "split" / "last.pt")
+    assert epoch_2["average"]["epochs"] == [2] and not (tmp_path / "split" / AVERAGED_FILE).exists()
+    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    fit(_config(tiny_folder, tmp_path / "split", **config), resume=True, progress=False)
+    split = read_checkpoint(tmp_path / "split" / AVERAGED_FILE)
+    assert all(torch.equal(straight["state_dict"][k], split["state_dict"][k]) for k in split["state_dict"])
+
+    # the parameters are the mean of epoch 2's and epoch 3's; BN statistics are recomputed
+    epoch_3 = read_checkpoint(tmp_path / "split" / "last.pt")
+    w2, w3, averaged = epoch_2["state_dict"], epoch_3["state_dict"], split["state_dict"]
+    model = load_model(tmp_path / "split" / AVERAGED_FILE)[0]
+    for name, _ in model.named_parameters():
+        assert torch.allclose(averaged[name], (w2[name] + w3[name]) / 2, atol=1e-6)
+    means = [k for k in averaged if k.endswith("running_mean")]
+    assert means and not any(torch.allclose(averaged[k], w3[k]) for k in means)
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())["end"]
+    assert summary["averaged"]["miou"] == pytest.approx(split["metrics"]["miou"])
+
+
+def test_average_last_must_not_be_negative() -> None:
+    with pytest.raises(ArgumentError, match="^average_last must be 0") as caught:
+        TrainConfig(dataset="synthetic", average_last=-1)
+    assert caught.value.as_flag().startswith("--average-last must")

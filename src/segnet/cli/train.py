@@ -42,6 +42,11 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument(
+        "--average-last", type=int, metavar="N",
+        help="also save averaged.pt: the mean of the weights at the ends of the last N epochs, "
+        "BN statistics recomputed over the training images, validated (0: off, the default)",
+    )  # fmt: skip
+    p.add_argument(
         "--class-weights", help="median (default), median_sqrt, natural, none, or a JSON file"
     )
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))

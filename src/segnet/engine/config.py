@@ -89,6 +89,9 @@ class TrainConfig:
     optimizer: str = "sgd"
     schedule: str = "constant"  # paper: constant; poly/cosine decay per iteration
     warmup_epochs: float = 0.0
+    # Weight averaging (averaging.py): mean of the weights at the ends of the last N epochs,
+    # BN recomputed, validated and saved as averaged.pt; 0: off.
+    average_last: int = 0
     class_weights: str = "median"  # median | natural | none | FILE
     crop: list[int] | None = None  # [H, W] random crop; None trains on whole images
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random scale range
@@ -138,6 +141,7 @@ class TrainConfig:
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (0 <= self.weight_decay < math.inf, "weight_decay", "0 or more, finite"),
             (0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", "between 0 and epochs"),
+            (self.average_last >= 0, "average_last", "0 (off) or more epochs"),
             (self.optimizer in OPTIMIZERS, "optimizer", one_of(OPTIMIZERS)),
             (self.schedule in SCHEDULES, "schedule", one_of(SCHEDULES)),
             (self.precision in PRECISIONS, "precision", one_of(PRECISIONS)),

@@ -20,6 +20,7 @@ from ..data.stats import resolve_class_weights
 from ..data.transforms import Augment, AugmentedDataset, PadCollate, Photometric
 from ..data.verify import verify_before_training
 from ..deploy.runtime import resolve_channels_last, resolve_precision
+from .averaging import WeightAverage
 from .checkpoint import ModelConfig
 from .config import TrainConfig
 from .distributed import Distributed, convert_sync_bn
@@ -71,6 +72,8 @@ class Run:
     log: list[dict] = field(default_factory=list)  # the rows of log.csv, one per finished epoch
     saved_epoch: int = 0  # epochs the last.pt on disk holds (0: none written yet)
     board: RunBoard | None = None
+    average: WeightAverage | None = None  # with `average_last`: the running weight average
+    averaged_metrics: dict | None = None  # val metrics of averaged.pt, once written
     summary: dict = field(default_factory=dict)  # the start summary (rank 0)
 
 
@@ -108,6 +111,8 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         channels_last=resolve_channels_last(config.channels_last, device),
     )  # fmt: skip
+    if config.average_last:
+        run.average = WeightAverage()
     if state is not None:
         restore(run, state)
     if group.is_main:
@@ -152,6 +157,9 @@ def restore(run: Run, state: dict) -> None:
         run.scaler.load_state_dict(state["scaler"])
     run.start_epoch = run.saved_epoch = state["epoch"]
     run.best = state.get("best", run.best)
+    if run.average is not None and state.get("average"):
+        run.average.load_state_dict(state["average"], device=run.device)
+    run.averaged_metrics = state.get("averaged_metrics")
     # Older checkpoints carry no log rows: keep log.csv's rows up to the checkpoint's epoch.
     run.log = state.get("log") or read_log_rows(Path(run.config.out) / "log.csv", state["epoch"])
 

@@ -17,6 +17,8 @@ from .config import TrainConfig
 from .distributed import Distributed
 
 SUMMARY_FILE = "summary.json"
+# The validation figures a run reports, short name and metrics key.
+METRICS = (("G", "global_accuracy"), ("C", "class_accuracy"), ("mIoU", "miou"), ("BF", "bf"))
 
 
 def start_summary(
@@ -91,13 +93,14 @@ def _weights_text(weights: dict[str, float] | None) -> str:
     return ": " + ", ".join(f"{name} {value:.3g}" for name, value in weights.items())
 
 
-def end_summary(*, best: dict, log: Sequence[dict], wall_s: float, epochs_run: int) -> dict:
+def end_summary(
+    *, best: dict, log: Sequence[dict], wall_s: float, epochs_run: int, averaged: dict | None = None
+) -> dict:
     """How the run ended: the best epoch and its val metrics (from its log row), wall time of
-    this launch and the training time of every epoch logged."""
+    this launch and the training time of every epoch logged; with weight averaging, the
+    averaged weights' val metrics and epochs (``averaged``)."""
     row = next((r for r in log if int(r["epoch"]) == best.get("epoch")), {})
-    metrics = {
-        key: _number(row.get(key)) for key in ("global_accuracy", "class_accuracy", "miou", "bf")
-    }
+    metrics = {key: _number(row.get(key)) for _, key in METRICS}
     return {
         "best_epoch": best.get("epoch"),
         "best_metrics": metrics,
@@ -105,6 +108,7 @@ def end_summary(*, best: dict, log: Sequence[dict], wall_s: float, epochs_run: i
         "epochs_this_launch": epochs_run,
         "wall_s": round(wall_s, 2),
         "train_s": round(sum(_number(r.get("epoch_s")) or 0.0 for r in log), 2),
+        "averaged": averaged,
     }  # fmt: skip
 
 
@@ -120,12 +124,19 @@ def format_end(end: dict) -> str:
     text = f"done: {end['epochs']} epochs, {end['wall_s']:.1f} s wall time"
     if end["best_epoch"] is None:
         return text + " (no validation yet)"
-    metrics = end["best_metrics"]
-    names = (("G", "global_accuracy"), ("C", "class_accuracy"), ("mIoU", "miou"), ("BF", "bf"))
-    values = " ".join(
-        f"{short} {metrics[key]:.4f}" for short, key in names if metrics[key] is not None
+    text += f"; best val at epoch {end['best_epoch']}: {format_metrics(end['best_metrics'])}"
+    averaged = end.get("averaged")
+    if averaged:
+        first, last = averaged["averaged"]["epochs"]
+        text += f"; weight average of epochs {first}-{last}: {format_metrics(averaged)}"
+    return text
+
+
+def format_metrics(metrics: dict) -> str:
+    """``G 0.8123 C ...`` for the figures ``metrics`` has."""
+    return " ".join(
+        f"{short} {metrics[key]:.4f}" for short, key in METRICS if metrics.get(key) is not None
     )
-    return text + f"; best val at epoch {end['best_epoch']}: {values}"
 
 
 def write_summary(out: Path, start: dict, end: dict | None = None) -> None:

@@ -33,6 +33,9 @@ from tqdm import tqdm
 
 from ..deploy.runtime import autocast
 from ..errors import SegNetError
+from .averaging import FILE as AVERAGED_FILE
+from .averaging import window_start
+from .bn import recompute_bn_statistics
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import (
@@ -55,7 +58,7 @@ from .recipe import non_finite
 from .runs import LOG_FIELDS as LOG_FIELDS  # re-exported: the log's home was here
 from .runs import append_log as append_log
 from .runs import check_run_dir, clear_run_dir, write_record
-from .summary import end_summary, format_end, format_start, write_summary
+from .summary import METRICS, end_summary, format_end, format_metrics, format_start, write_summary
 from .tensorboard import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard import RunBoard, prediction_panels, require_tensorboard
 
@@ -141,10 +144,12 @@ def _save(run: Run, out: Path, epoch: int, metrics: dict, *, improved: bool) -> 
              "world_size": run.group.world_size}  # fmt: skip
     if improved:
         save_checkpoint(out / "best.pt", config=run.model_config, model=run.model, **extra)
+    average = {} if run.average is None else {"average": run.average.state_dict(),
+                                              "averaged_metrics": run.averaged_metrics}  # fmt: skip
     save_checkpoint(
         out / "last.pt", config=run.model_config, model=run.model, optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(), scaler=run.scaler.state_dict(), best=run.best,
-        log=run.log, **extra,
+        log=run.log, **average, **extra,
     )  # fmt: skip
     write_record(out, run.config.to_dict(), run.log)
     write_summary(out, run.summary)  # with the first checkpoint: a run that saved none wrote none
@@ -201,7 +206,7 @@ def fit(
     epochs_run = max(0, config.epochs - run.start_epoch)
     if group.is_main:
         end = end_summary(best=run.best, log=run.log, wall_s=time.perf_counter() - tic,
-                          epochs_run=epochs_run)  # fmt: skip
+                          epochs_run=epochs_run, averaged=run.averaged_metrics)  # fmt: skip
         write_summary(out, run.summary, end)
         if progress:
             tqdm.write(format_end(end))
@@ -235,15 +240,22 @@ def _run_epoch(
     broken = non_finite(run.model, run.optimizer)  # the same weights in every process
     if broken is not None:
         raise TrainingDiverged(f"{broken} became non-finite in epoch {epoch + 1}/{config.epochs}")
+    if run.average is not None:
+        first = window_start(epochs=config.epochs, average_last=config.average_last)
+        if epoch + 1 >= first:
+            run.average.update(run.model, epoch=epoch + 1, first=first)
     improved, model = False, None  # model: the one validated, if this epoch validates
     if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
         model = _evaluation_model(run)
         metrics = evaluate(model, run.val_set, device=run.device, precision=run.precision,
                            progress=progress and group.is_main, group=group)  # fmt: skip
-        row.update({k: metrics.get(k) for k in ("global_accuracy", "class_accuracy", "miou", "bf")})
+        row.update({key: metrics.get(key) for _, key in METRICS})
         improved = metrics["miou"] > run.best["miou"]
         if improved:
             run.best = {"miou": metrics["miou"], "epoch": epoch + 1}
+    if run.average is not None and epoch + 1 == config.epochs:
+        # before last.pt: a kill between them redoes this epoch and rewrites averaged.pt alike
+        _save_average(run, out, epoch, progress=progress)
     run.log.append(row)
     run.saved_epoch = epoch + 1
     if not group.is_main:
@@ -255,6 +267,32 @@ def _run_epoch(
         plot_training_curves(out / "log.csv", out / "curves.png")
     _report(row, run.best, progress)
     return metrics
+
+
+def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
+    """The averaged weights (averaging.py), BN statistics recomputed over the training images
+    (every process alike: the same weights and images), validated, saved as averaged.pt."""
+    model = run.model_config.build()
+    model.load_state_dict(_evaluation_model(run).state_dict())
+    model = run.average.apply_to(model).to(run.device)
+    train_images = run.data.dataset  # the training split without augmentation
+    stats = recompute_bn_statistics(model, train_images, device=run.device,
+                                    batch_size=run.config.batch_size)  # fmt: skip
+    metrics = evaluate(model, run.val_set, device=run.device, precision=run.precision,
+                       progress=progress and run.group.is_main, group=run.group)  # fmt: skip
+    epochs = run.average.epochs
+    metrics["averaged"] = {"epochs": [epochs[0], epochs[-1]], "count": len(epochs),
+                           "bn_images": stats["images"]}  # fmt: skip
+    run.averaged_metrics = {key: metrics[key] for _, key in METRICS} | {
+        "averaged": metrics["averaged"]
+    }
+    if run.group.is_main:
+        save_checkpoint(out / AVERAGED_FILE, config=run.model_config, model=model, epoch=epoch + 1,
+                        metrics=metrics, train_config=run.config.to_dict())  # fmt: skip
+        if progress:
+            tqdm.write(f"weight average of epochs {epochs[0]}-{epochs[-1]}, BN over "
+                       f"{stats['images']} training images: val {format_metrics(metrics)} "
+                       f"-> {out / AVERAGED_FILE}")  # fmt: skip
 
 
 def _evaluation_model(run: Run) -> nn.Module:
