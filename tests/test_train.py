@@ -202,12 +202,16 @@ def test_weight_average_is_a_running_mean_that_restarts_when_its_window_moves() 
 
 
 def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exactly(
-    tiny_folder, tmp_path, monkeypatch
+    tiny_folder, tmp_path, monkeypatch, capsys
 ) -> None:
     import segnet.engine.train as train
 
     config = dict(epochs=3, average_last=2)
-    fit(_config(tiny_folder, tmp_path / "straight", **config), progress=False)
+    fit(_config(tiny_folder, tmp_path / "straight", **config), progress=True)
+    printed = capsys.readouterr().out
+    assert "weights averaged over the last 2 epoch(s)" in printed  # the start summary
+    assert "weight average of epochs 2-3, BN over 4 training images: val G" in printed
+    assert "; weight average of epochs 2-3: G" in printed  # the end summary
     straight = read_checkpoint(tmp_path / "straight" / AVERAGED_FILE)
     assert straight["epoch"] == 3 and straight["metrics"]["averaged"]["epochs"] == [2, 3]
     assert 0.0 <= straight["metrics"]["miou"] <= 1.0

@@ -57,6 +57,7 @@ def start_summary(
         "lr": config.lr,
         "schedule": config.schedule,
         "warmup_epochs": config.warmup_epochs,
+        "average_last": config.average_last,
         "epochs": config.epochs,
         "start_epoch": start_epoch,
         "steps_per_epoch": steps_per_epoch,
@@ -79,7 +80,9 @@ def format_start(start: dict) -> str:
         f"  batch {start['batch_size']} per process, {start['global_batch']} global; "
         f"{start['steps_per_epoch']} steps per epoch, epochs {start['start_epoch'] + 1}-{start['epochs']}",
         f"  {start['optimizer']} lr {start['lr']:g}, {start['schedule']} schedule"
-        + (f", {start['warmup_epochs']:g} warm-up epochs" if start["warmup_epochs"] else ""),
+        + (f", {start['warmup_epochs']:g} warm-up epochs" if start["warmup_epochs"] else "")
+        + (f"; weights averaged over the last {start['average_last']} epoch(s)"
+           if start.get("average_last") else ""),
         f"  class weights {start['class_weights']}" + _weights_text(start["class_weight_values"]),
     ]  # fmt: skip
     if start["tensorboard"]:
