@@ -198,7 +198,9 @@ def test_weight_average_is_a_running_mean_that_restarts_when_its_window_moves() 
     assert average.epochs == [3, 4, 5] and torch.allclose(average.mean["weight"], torch.tensor(3.0))
     average.update(model, epoch=6, first=4)  # a resumed run given more epochs: the window moved
     assert average.epochs == [6] and torch.allclose(average.mean["weight"], torch.tensor(6.0))
-    assert window_start(epochs=10, average_last=3) == 8 and window_start(epochs=2, average_last=5) == 1
+    assert (
+        window_start(epochs=10, average_last=3) == 8 and window_start(epochs=2, average_last=5) == 1
+    )
 
 
 def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exactly(
@@ -232,7 +234,9 @@ def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exac
     monkeypatch.setattr(train, "_train_epoch", real_epoch)
     fit(_config(tiny_folder, tmp_path / "split", **config), resume=True, progress=False)
     split = read_checkpoint(tmp_path / "split" / AVERAGED_FILE)
-    assert all(torch.equal(straight["state_dict"][k], split["state_dict"][k]) for k in split["state_dict"])
+    assert all(
+        torch.equal(straight["state_dict"][k], split["state_dict"][k]) for k in split["state_dict"]
+    )
 
     # the parameters are the mean of epoch 2's and epoch 3's; BN statistics are recomputed
     epoch_3 = read_checkpoint(tmp_path / "split" / "last.pt")
