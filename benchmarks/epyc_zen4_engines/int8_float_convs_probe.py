@@ -9,31 +9,17 @@ eager fp32 does, and its median forward time on them.
         ../shared/data/CamVid 20
 """
 
-import statistics
 import sys
-import time
 
-import numpy as np
-import torch
+from probe_common import agreement, load_probe
 
-from segnet.data import open_dataset
 from segnet.deploy import optimize_for_inference, quantize
-from segnet.engine.calibration import calibration_images
-from segnet.engine.checkpoint import load_model, read_checkpoint
 
 PLANS = [(2, 1), (2, 2), (2, 3), (2, 4), (3, 3), (1, 1)]  # (first fp32, last fp32)
 
 
 def main(checkpoint: str, root: str, count: int) -> None:
-    torch.set_num_threads(2)
-    model, _, _ = load_model(checkpoint)
-    model.eval()
-    calibration = calibration_images(train_config=read_checkpoint(checkpoint)["train_config"])
-    val = open_dataset("camvid", root=root, split="val")  # normalized (3, 360, 480) images
-    picks = np.linspace(0, len(val) - 1, count).round().astype(int)
-    images = [val[i][0][None] for i in picks]
-    with torch.no_grad():
-        eager = [model(x).argmax(1) for x in images]
+    model, calibration, images, eager = load_probe(checkpoint, root, count)
     original = quantize.float_convs
     for first, last in PLANS:
 
@@ -43,15 +29,9 @@ def main(checkpoint: str, root: str, count: int) -> None:
         quantize.float_convs = plan
         engine = optimize_for_inference(model, backend="openvino", precision="int8",
                                         calibration=calibration)  # fmt: skip
-        same, total, times = 0, 0, []
-        for x, labels in zip(images, eager):
-            start = time.perf_counter()
-            out = engine(x)
-            times.append(time.perf_counter() - start)
-            same += int((out.argmax(1) == labels).sum())
-            total += labels.numel()
-        print(f"first {first} + last {last} fp32: {100 * same / total:.3f}% of pixels as eager "
-              f"fp32, {1000 * statistics.median(times):.0f} ms", flush=True)  # fmt: skip
+        share, ms = agreement(engine, images, eager)
+        print(f"first {first} + last {last} fp32: {share:.3f}% of pixels as eager fp32, "
+              f"{ms:.0f} ms", flush=True)  # fmt: skip
     quantize.float_convs = original
 
 

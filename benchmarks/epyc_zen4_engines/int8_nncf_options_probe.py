@@ -10,19 +10,14 @@ eager fp32 labels them, and the median forward time.
 """
 
 import dataclasses
-import statistics
 import sys
 import time
 
 import nncf
-import numpy as np
-import torch
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+from probe_common import agreement, load_probe
 
-from segnet.data import open_dataset
 from segnet.deploy import optimize_for_inference
-from segnet.engine.calibration import calibration_images
-from segnet.engine.checkpoint import load_model, read_checkpoint
 
 VARIANTS = {  # name: (nncf.quantize keywords, AdvancedQuantizationParameters fields)
     "default": ({}, {}),
@@ -34,15 +29,7 @@ VARIANTS = {  # name: (nncf.quantize keywords, AdvancedQuantizationParameters fi
 
 
 def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
-    torch.set_num_threads(2)
-    model, _, _ = load_model(checkpoint)
-    model.eval()
-    calibration = calibration_images(train_config=read_checkpoint(checkpoint)["train_config"])
-    val = open_dataset("camvid", root=root, split="val")  # normalized (3, 360, 480) images
-    picks = np.linspace(0, len(val) - 1, count).round().astype(int)
-    images = [val[i][0][None] for i in picks]
-    with torch.no_grad():
-        eager = [model(x).argmax(1) for x in images]
+    model, calibration, images, eager = load_probe(checkpoint, root, count)
     original = nncf.quantize
     for name in names:
         keywords, advanced = VARIANTS[name]
@@ -60,15 +47,9 @@ def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
         engine = optimize_for_inference(model, backend="openvino", precision="int8",
                                         calibration=calibration)  # fmt: skip
         build_s = time.perf_counter() - tic
-        same, total, times = 0, 0, []
-        for x, labels in zip(images, eager):
-            start = time.perf_counter()
-            out = engine(x)
-            times.append(time.perf_counter() - start)
-            same += int((out.argmax(1) == labels).sum())
-            total += labels.numel()
-        print(f"{name}: {100 * same / total:.3f}% of pixels as eager fp32, "
-              f"{1000 * statistics.median(times):.0f} ms, built in {build_s:.0f} s", flush=True)
+        share, ms = agreement(engine, images, eager)
+        print(f"{name}: {share:.3f}% of pixels as eager fp32, {ms:.0f} ms, "
+              f"built in {build_s:.0f} s", flush=True)
     nncf.quantize = original
 
 
