@@ -82,7 +82,7 @@ def format_start(start: dict) -> str:
         f"  {start['optimizer']} lr {start['lr']:g}, {start['schedule']} schedule"
         + (f", {start['warmup_epochs']:g} warm-up epochs" if start["warmup_epochs"] else "")
         + (f"; weights averaged over the last {start['average_last']} epoch(s)"
-           if start.get("average_last") else ""),
+           if start["average_last"] else ""),
         f"  class weights {start['class_weights']}" + _weights_text(start["class_weight_values"]),
     ]  # fmt: skip
     if start["tensorboard"]:

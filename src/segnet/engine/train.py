@@ -272,8 +272,8 @@ def _run_epoch(
 def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
     """The averaged weights (averaging.py), BN statistics recomputed over the training images
     (every process alike: the same weights and images), validated, saved as averaged.pt."""
-    model = run.model_config.build()
-    model.load_state_dict(_evaluation_model(run).state_dict())
+    model = run.model_config.build()  # plain BN even under sync_bn: the keys are the same
+    model.load_state_dict(run.model.state_dict())  # BN buffers; the parameters come next
     model = run.average.apply_to(model).to(run.device)
     train_images = run.data.dataset  # the training split without augmentation
     stats = recompute_bn_statistics(model, train_images, device=run.device,
