@@ -14,7 +14,7 @@ from ..deploy.runtime import INFERENCE_PRECISIONS, PRECISIONS
 from ..errors import ArgumentError
 
 if TYPE_CHECKING:  # the engine loads lazily: `segnet --help` stays fast
-    from ..engine.inference import TestTimeAugmentation
+    from ..engine.inference import TestTimeAugmentation, Tiling
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_parser target
 
@@ -111,6 +111,25 @@ def add_tta_flags(p: argparse.ArgumentParser) -> None:
         "--tta-scales", nargs="+", type=float, metavar="S",
         help="average the predictions of the image resized by each factor, e.g. 0.75 1 1.25",
     )  # fmt: skip
+
+
+def add_tiling_flags(p: argparse.ArgumentParser) -> None:
+    """Opt-in sliding-window inference (engine/inference.py ``Tiling``) for large images."""
+    p.add_argument(
+        "--tile", type=image_size, metavar="HxW",
+        help="segment large images tile by tile, e.g. 360x480: memory follows the tile, "
+        "overlapping tiles are blended (default: the whole image in one pass)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tile-overlap", type=int, default=32, metavar="PX",
+        help="with --tile: pixels neighbouring tiles share at least (default 32)",
+    )  # fmt: skip
+
+
+def tiling_from_args(args: argparse.Namespace) -> Tiling:
+    from ..engine.inference import Tiling
+
+    return Tiling(size=args.tile, overlap=args.tile_overlap)
 
 
 def tta_from_args(args: argparse.Namespace) -> TestTimeAugmentation:

@@ -12,10 +12,12 @@ from .args import (
     add_data_flags,
     add_group_pattern_flag,
     add_runtime_flags,
+    add_tiling_flags,
     add_tta_flags,
     engine_settings,
     open_data,
     positive_int,
+    tiling_from_args,
     tta_from_args,
 )
 
@@ -50,6 +52,7 @@ def add_evaluate(sub: Subparsers) -> None:
         help="BF also averages classes present only in the prediction (authors' script)",
     )  # fmt: skip
     add_tta_flags(p)
+    add_tiling_flags(p)
     add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_evaluate)
 
@@ -69,7 +72,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         check_output_dir(args.plots, argument="plots")
         _require_matplotlib()
-    tta = tta_from_args(args)
+    tta, tiling = tta_from_args(args), tiling_from_args(args)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dataset = open_data(args, args.split)
@@ -86,10 +89,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
         bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted, tta=tta,
-        **engine,
+        tiling=tiling, **engine,
     )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
-                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision, "tta": {"flip": tta.flip, "scales": list(tta.scales)}})  # fmt: skip
+                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
+                    "tile": list(tiling.size) if tiling.size else None, "tile_overlap": tiling.overlap})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:
         write_json(args.out, metrics)
@@ -152,6 +156,7 @@ def add_predict(sub: Subparsers) -> None:
     )  # fmt: skip
     _add_overlay_and_video_flags(p)
     add_tta_flags(p)
+    add_tiling_flags(p)
     add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_predict)
 
@@ -208,7 +213,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..models import has_dropout
 
     # Every flag and input is checked before the model loads.
-    tta = tta_from_args(args)
+    tta, tiling = tta_from_args(args), tiling_from_args(args)
     style = OverlayStyle(opacity=args.opacity, legend=args.legend)
     options = VideoOptions(
         outputs=args.video_outputs, batch_size=args.batch_size, max_frames=args.max_frames,
@@ -228,7 +233,9 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
     engine = engine_settings(args, precision)  # backend, int8 calibration images
-    segmenter = Segmenter(model, config, device=device, precision=precision, tta=tta, **engine)
+    segmenter = Segmenter(
+        model, config, device=device, precision=precision, tta=tta, tiling=tiling, **engine
+    )
     if args.backend == "auto":
         print(f"backend: {getattr(segmenter.model, 'chosen', segmenter.model.backend)}")
     if args.camera is not None:

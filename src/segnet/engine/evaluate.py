@@ -19,7 +19,13 @@ from ..deploy.optimize import optimize_for_inference
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
 from .distributed import ALONE, Distributed
-from .inference import SINGLE_PASS, TestTimeAugmentation, predict_probabilities
+from .inference import (
+    SINGLE_PASS,
+    WHOLE_IMAGE,
+    TestTimeAugmentation,
+    Tiling,
+    predict_probabilities,
+)
 
 
 def evaluate(
@@ -36,6 +42,7 @@ def evaluate(
     optimize: bool = True,
     group: Distributed = ALONE,
     tta: TestTimeAugmentation = SINGLE_PASS,
+    tiling: Tiling = WHOLE_IMAGE,
     backend: str = "torch",
     calibration: Sequence[torch.Tensor] | None = None,
 ) -> dict:
@@ -62,8 +69,9 @@ def evaluate(
         )
     for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         probs = predict_probabilities(
-            model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta
-        )
+            model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta,
+            tiling=tiling,
+        )  # fmt: skip
         preds = probs.mean.argmax(dim=1).cpu()  # (N, H, W)
         confusion.update(preds, masks)
         if bf is not None:

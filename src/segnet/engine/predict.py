@@ -19,7 +19,13 @@ from ..deploy.optimize import OptimizedModel, optimize_for_inference
 from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir
 from .checkpoint import ModelConfig
-from .inference import SINGLE_PASS, TestTimeAugmentation, predict_probabilities
+from .inference import (
+    SINGLE_PASS,
+    WHOLE_IMAGE,
+    TestTimeAugmentation,
+    Tiling,
+    predict_probabilities,
+)
 from .legend import draw_legend
 
 DEFAULT_OPACITY = 0.5  # weight of the class colours in an overlay (mmsegmentation's default too)
@@ -109,10 +115,12 @@ class Segmenter:
         precision: str = "fp32",
         optimize: bool = True,
         tta: TestTimeAugmentation = SINGLE_PASS,
+        tiling: Tiling = WHOLE_IMAGE,
         backend: str = "torch",
         calibration: Sequence[torch.Tensor] | None = None,
     ) -> None:
         self.tta = tta  # test-time views averaged per image (default: one forward pass)
+        self.tiling = tiling  # each view whole (default) or tile by tile
         # optimize: BN folded, channels_last, precision applied once, on `backend`
         # (segnet.optimize_for_inference; int8 calibrates on `calibration`)
         if optimize:
@@ -132,7 +140,7 @@ class Segmenter:
         model = self.model.replica() if optimized else copy.deepcopy(self.model)
         return Segmenter(
             model, self.config, device=self.device, precision=self.precision, optimize=False,
-            tta=self.tta,
+            tta=self.tta, tiling=self.tiling,
         )  # fmt: skip
 
     def __call__(
@@ -150,7 +158,7 @@ class Segmenter:
         batch = normalize(torch.from_numpy(np.array(images)))  # (N, 3, H, W)
         probs = predict_probabilities(
             self.model, batch, device=self.device, precision=self.precision,
-            mc_samples=mc_samples, tta=self.tta,
+            mc_samples=mc_samples, tta=self.tta, tiling=self.tiling,
         )  # fmt: skip
         labels = probs.mean.argmax(1).byte().cpu().numpy()  # (N, H, W)
         if probs.uncertainty is None:
