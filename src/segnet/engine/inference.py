@@ -57,7 +57,7 @@ SINGLE_PASS = TestTimeAugmentation()
 @dataclass(frozen=True)
 class Tiling:
     """Sliding-window inference: each image (each test-time view) is cut into overlapping
-    ``size`` = (height, width) tiles, at least ``overlap`` pixels apart from edge to edge, every
+    ``size`` = (height, width) tiles, neighbours sharing at least ``overlap`` pixels; every
     tile runs on its own and the class probabilities are blended back. Across an overlap each
     tile's weight falls linearly towards its edge, so the tile that saw more context around a
     pixel counts more. Peak memory follows the tile, not the image; all tiles share one shape
