@@ -11,6 +11,7 @@ from ..data import DATASETS, SPLITS, SegmentationDataset
 from ..deploy.backends import BACKENDS, DEFAULT_BACKEND, check_combination
 from ..deploy.quantize import CALIBRATION_IMAGES
 from ..deploy.runtime import INFERENCE_PRECISIONS, PRECISIONS
+from ..engine.inference import TILE_OVERLAP
 from ..errors import ArgumentError
 
 if TYPE_CHECKING:  # the engine loads lazily: `segnet --help` stays fast
@@ -121,8 +122,8 @@ def add_tiling_flags(p: argparse.ArgumentParser) -> None:
         "overlapping tiles are blended (default: the whole image in one pass)",
     )  # fmt: skip
     p.add_argument(
-        "--tile-overlap", type=int, default=32, metavar="PX",
-        help="with --tile: pixels neighbouring tiles share at least (default 32)",
+        "--tile-overlap", type=int, default=TILE_OVERLAP, metavar="PX",
+        help="with --tile: pixels neighbouring tiles share at least (default %(default)s)",
     )  # fmt: skip
 
 

@@ -54,6 +54,9 @@ class TestTimeAugmentation:
 SINGLE_PASS = TestTimeAugmentation()
 
 
+TILE_OVERLAP = 32  # default pixels neighbouring tiles share (CLI --tile-overlap)
+
+
 @dataclass(frozen=True)
 class Tiling:
     """Sliding-window inference: each image (each test-time view) is cut into overlapping
@@ -64,7 +67,7 @@ class Tiling:
     (engines compile it once). ``size=None``: the whole image in one pass (the default)."""
 
     size: tuple[int, int] | None = None
-    overlap: int = 32
+    overlap: int = TILE_OVERLAP
 
     def __post_init__(self) -> None:
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
