@@ -71,6 +71,31 @@ def test_a_pixelwise_model_gives_the_same_map_tiled(overlap) -> None:
     assert len(model.sizes) > 4 and set(model.sizes) == {(16, 20)}  # every tile the same shape
 
 
+class TileVotes(nn.Module):
+    """Each call's map votes, everywhere, for the class numbered by the call: tile i says i."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x.new_zeros(x.shape[0], 2, *x.shape[-2:])
+        logits[:, self.calls] = 10.0
+        self.calls += 1
+        return logits
+
+
+def test_across_an_overlap_the_nearer_tile_centre_wins() -> None:
+    # Width 40, tiles 24 wide, overlap 8: tiles at columns 0-23 and 16-39 share 16-23. The
+    # weights ramp linearly across the overlap, so columns 16-19 follow tile 0 and 20-23 tile 1
+    # (equal weights would tie there and hand the whole overlap to one tile).
+    labels = predict_probabilities(
+        TileVotes(), torch.zeros(1, 3, 16, 40), device=CPU, tiling=Tiling(size=(16, 24), overlap=8)
+    ).mean.argmax(1)[0]
+    expected = torch.tensor([0] * 20 + [1] * 20)
+    assert torch.equal(labels, expected.expand(16, 40))
+
+
 def test_segnet_tiles_blend_into_one_softmax_with_views_and_samples() -> None:
     model = Recording(segnet.build_model("bayesian_segnet_basic", num_classes=3).eval())
     tiling = Tiling(size=(32, 32), overlap=8)
