@@ -91,6 +91,19 @@ def test_fit_writes_checkpoints_and_log(tiny_folder, tmp_path) -> None:
     )
 
 
+def test_start_summary_names_the_dropout_of_the_model(tiny_folder, tmp_path, capsys) -> None:
+    # Bayesian SegNet-Basic's config names only the model; the summary says what dropout it has
+    fit(_config(tiny_folder, tmp_path / "bayes", model="bayesian_segnet_basic", epochs=1,
+                max_batches=1), progress=True)  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "parameters; dropout 0.5 in 4 layer(s)) on folder" in printed
+    start = json.loads((tmp_path / "bayes" / "summary.json").read_text())["start"]
+    assert start["dropout"] == {"layers": 4, "rates": [0.5]}
+    fit(_config(tiny_folder, tmp_path / "plain", epochs=1, max_batches=1), progress=True)
+    assert "parameters) on folder" in capsys.readouterr().out
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["start"]["dropout"] is None
+
+
 def test_resume_continues_exactly(tiny_folder, tmp_path) -> None:
     fit(_config(tiny_folder, tmp_path / "straight", epochs=3), progress=False)
     fit(_config(tiny_folder, tmp_path / "split", epochs=1), progress=False)

@@ -38,9 +38,13 @@ def start_summary(
     weights = None
     if class_weights is not None:
         weights = {n: round(float(w), 4) for n, w in zip(class_names, class_weights.tolist())}
+    # Dropout rates of the model's active dropout layers (Bayesian SegNet, FCN, DeepLab); the
+    # config names only the model, the rate comes from its architecture or model options.
+    rates = [m.p for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
     return {
         "model": config.model,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "dropout": {"layers": len(rates), "rates": sorted(set(rates))} if rates else None,
         "dataset": config.dataset,
         "images": dict(sizes),
         "train_images_per_process": group.shard_size(sizes["train"]),
@@ -71,8 +75,11 @@ def format_start(start: dict) -> str:
     processes = "1 process" if start["world_size"] == 1 else (
         f"{start['world_size']} processes ({start['backend']})")  # fmt: skip
     images = ", ".join(f"{split} {count}" for split, count in start["images"].items())
+    dropout = start.get("dropout")  # absent in summaries written before it was recorded
+    dropout_text = "" if not dropout else (
+        f"; dropout {'/'.join(f'{r:g}' for r in dropout['rates'])} in {dropout['layers']} layer(s)")  # fmt: skip
     lines = [
-        f"run: {start['model']} ({start['parameters']:,} parameters) on {start['dataset']} "
+        f"run: {start['model']} ({start['parameters']:,} parameters{dropout_text}) on {start['dataset']} "
         f"-> {start['out']}",
         f"  device {start['device']} {start['precision']}, {processes}, "
         f"{start['threads_per_process']} CPU thread(s) per process" + (", sync BN" if start["sync_bn"] else ""),
