@@ -21,6 +21,7 @@ pytest.importorskip("multipart", reason="segnet[serve] not installed")
 httpx = pytest.importorskip("httpx", reason="the tests' HTTP client (segnet[dev]) not installed")
 
 from segnet.cli import main  # noqa: E402
+from segnet.engine.inference import Tiling  # noqa: E402
 from segnet.engine.legend import draw_legend  # noqa: E402
 from segnet.engine.predict import Segmenter, colorize, overlay  # noqa: E402
 from segnet.engine.weights import load_for_inference  # noqa: E402
@@ -319,6 +320,25 @@ def test_bayesian_model_adds_the_uncertainty_view(tmp_path):
         assert answer["mc_samples"] == 3 and answer["images"]["uncertainty"].startswith("data:")
 
 
+def test_tiled_serving_answers_the_tiled_segmentation(tmp_path):
+    """--tile: every upload runs tile by tile, as predict --tile would label it."""
+    ckpt = tiny_checkpoint(tmp_path / "model.pt")
+    tiling = Tiling(size=(32, 40), overlap=8)
+    image = sample_image(72, 100, seed=5)
+    model, config = load_for_inference(checkpoint=ckpt)
+    tiled, _ = Segmenter(model, config, device=torch.device("cpu"), tiling=tiling)(image)
+    whole, _ = Segmenter(model, config, device=torch.device("cpu"))(image)
+    assert (tiled != whole).mean() > 0.01  # the check below can tell tiled from whole
+    args = ["--checkpoint", str(ckpt), "--tile", "32x40", "--tile-overlap", "8"]
+    with serve_load.start_server(args) as server:
+        info = httpx.get(server.url + "/api/info").json()
+        assert info["tile"] == [32, 40] and info["tile_overlap"] == 8
+        labels = decode(post(server, png(image), output="labels"))
+        assert labels.shape == (72, 100)
+        assert (labels == tiled).mean() > 0.999  # thread counts may move a near-tie
+        assert "tiles 32x40" in server.log_text()
+
+
 def _serve_error(capsys, *args: str) -> str:
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err.strip()
@@ -330,6 +350,11 @@ def test_serve_flags_fail_in_one_line(checkpoint, capsys, monkeypatch):
     assert "either --checkpoint" in _serve_error(capsys, "--port", "8123")
     err = _serve_error(capsys, "--checkpoint", str(checkpoint), "--mc-samples", "2")
     assert "--mc-samples" in err and "no dropout" in err
+    err = _serve_error(capsys, "--checkpoint", str(checkpoint), "--tile", "32x32",
+                       "--tile-overlap", "32")  # fmt: skip
+    assert "--tile-overlap" in err and "smaller than the tile" in err
+    assert main(["serve", "--checkpoint", str(checkpoint), "--tile", "0x16"]) == 2
+    assert "argument --tile: must be HxW" in capsys.readouterr().err  # argparse's one line
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

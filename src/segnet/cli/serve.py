@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..serve.limits import Limits
-from .args import Subparsers, add_runtime_flags, engine_settings, positive_int
+from .args import (
+    Subparsers,
+    add_runtime_flags,
+    add_tiling_flags,
+    engine_settings,
+    positive_int,
+    tiling_from_args,
+)
 
 _DEFAULTS = Limits()  # the flags' defaults live on Limits
 
@@ -45,6 +52,7 @@ def add_serve(sub: Subparsers) -> None:
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
         help="Monte-Carlo dropout samples (Bayesian SegNet): adds the uncertainty view",
     )  # fmt: skip
+    add_tiling_flags(p)  # every upload (and video frame) tile by tile: memory follows the tile
     add_runtime_flags(p, engines=True)
     p.set_defaults(run=run_serve)
 
@@ -68,6 +76,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device, resolve_precision
     from ..serve.server import check_address, load_service, serve
 
+    tiling = tiling_from_args(args)  # bad tile values fail before the port or the model
     check_address(args.host, args.port)  # before the model loads: a taken port fails at once
     limits = Limits(
         max_bytes=args.max_bytes, max_pixels=args.max_pixels, max_frames=args.max_frames,
@@ -77,10 +86,12 @@ def run_serve(args: argparse.Namespace) -> int:
     engine = engine_settings(args, precision)  # backend, int8 calibration images
     service = load_service(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights, limits=limits,
-        mc_samples=args.mc_samples, device=args.device, precision=precision, **engine,
+        mc_samples=args.mc_samples, tiling=tiling, device=args.device, precision=precision,
+        **engine,
     )  # fmt: skip
+    tiles = f", tiles {service.tile[0]}x{service.tile[1]}" if service.tile else ""
     print(
-        f"segnet serve: {service.config.name} ({service.source}, {service.runtime}) on "
+        f"segnet serve: {service.config.name} ({service.source}, {service.runtime}{tiles}) on "
         f"http://{args.host}:{args.port}"
     )
     stopped_by = serve(service, host=args.host, port=args.port)

@@ -47,6 +47,8 @@ class Service:
     limits: Limits
     mc_samples: int = 0  # > 0: Bayesian SegNet, uncertainty output available
     runtime: str = "torch fp32"  # the workers' backend and precision, e.g. "openvino int8"
+    tile: tuple[int, int] | None = None  # (H, W): uploads segmented tile by tile; None: whole
+    tile_overlap: int = 0
 
     def info(self) -> dict:
         return {
@@ -56,6 +58,8 @@ class Service:
             "classes": list(self.config.class_names),
             "palette": [list(c) for c in self.config.palette],
             "mc_samples": self.mc_samples,
+            "tile": list(self.tile) if self.tile else None,
+            "tile_overlap": self.tile_overlap if self.tile else None,
             "opacity": DEFAULT_OPACITY,
             "video": video_available(),
             "outputs": [o for o in OUTPUTS if o != "uncertainty" or self.mc_samples],

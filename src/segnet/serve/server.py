@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..deploy.runtime import resolve_device, resolve_precision
+from ..engine.inference import WHOLE_IMAGE, Tiling
 from ..engine.predict import Segmenter
 from ..engine.weights import load_for_inference
 from ..errors import ArgumentError
@@ -50,13 +51,16 @@ def load_service(
     weights: str | None = None,
     limits: Limits | None = None,
     mc_samples: int = 0,
+    tiling: Tiling = WHOLE_IMAGE,
     device: str = "auto",
     precision: str = "auto",
     backend: str = "torch",
     calibration: Sequence[torch.Tensor] | None = None,
 ) -> Service:
     """The model loaded once and copied into ``limits.workers`` optimized segmenters, on
-    ``backend`` (``segnet.optimize_for_inference``; int8 calibrates on ``calibration``)."""
+    ``backend`` (``segnet.optimize_for_inference``; int8 calibrates on ``calibration``);
+    with a ``tiling`` size every upload runs tile by tile, so a request's memory follows the
+    tile rather than the upload (up to ``limits.max_pixels``)."""
     limits = limits or Limits()
     if mc_samples < 0:
         raise ArgumentError("mc_samples", f"must be >= 0, got {mc_samples}")
@@ -71,7 +75,7 @@ def load_service(
     torch.set_num_threads(threads)
     first = Segmenter(
         net, config, device=torch_device, precision=resolved, backend=backend,
-        calibration=calibration,
+        calibration=calibration, tiling=tiling,
     )  # fmt: skip
     # Each worker runs its own copy (an engine's infer request serves one call at a time); the
     # first one's optimized model is copied, so int8 calibrates and auto measures only once.
@@ -80,7 +84,7 @@ def load_service(
     source = Path(checkpoint).name if checkpoint is not None else f"{weights} weights"
     return Service(
         config=config, source=source, pool=pool, limits=limits, mc_samples=mc_samples,
-        runtime=f"{first.model.backend} {first.model.precision}",
+        tile=tiling.size, tile_overlap=tiling.overlap, runtime=f"{first.model.backend} {first.model.precision}",
     )  # fmt: skip
 
 
