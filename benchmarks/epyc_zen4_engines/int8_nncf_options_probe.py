@@ -23,7 +23,9 @@ VARIANTS = {  # name: (nncf.quantize keywords, AdvancedQuantizationParameters fi
     "default": ({}, {}),
     "full-bias": ({"fast_bias_correction": False}, {}),  # bias correction on every layer
     "quantile": (  # activation ranges: mean over batches of the 1e-4 / 1 - 1e-4 quantiles
-        {}, {"activations_range_estimator_params": RangeEstimatorParametersSet.MEAN_QUANTILE}),
+        {},
+        {"activations_range_estimator_params": RangeEstimatorParametersSet.MEAN_QUANTILE},
+    ),
     "no-bias": ({}, {"disable_bias_correction": True}),
 }
 
@@ -34,8 +36,9 @@ def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
     for name in names:
         keywords, advanced = VARIANTS[name]
 
-        def variant(*args: object, keywords: dict = keywords, advanced: dict = advanced,
-                    **kwargs: object) -> object:
+        def variant(
+            *args: object, keywords: dict = keywords, advanced: dict = advanced, **kwargs: object
+        ) -> object:
             kwargs.update(keywords)
             kwargs["advanced_parameters"] = dataclasses.replace(
                 kwargs["advanced_parameters"], **advanced
@@ -48,11 +51,17 @@ def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
                                         calibration=calibration)  # fmt: skip
         build_s = time.perf_counter() - tic
         share, ms = agreement(engine, images, eager)
-        print(f"{name}: {share:.3f}% of pixels as eager fp32, {ms:.0f} ms, "
-              f"built in {build_s:.0f} s", flush=True)
+        print(
+            f"{name}: {share:.3f}% of pixels as eager fp32, {ms:.0f} ms, built in {build_s:.0f} s",
+            flush=True,
+        )
     nncf.quantize = original
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 20,
-         sys.argv[4].split(",") if len(sys.argv) > 4 else list(VARIANTS))
+    main(
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]) if len(sys.argv) > 3 else 20,
+        sys.argv[4].split(",") if len(sys.argv) > 4 else list(VARIANTS),
+    )
