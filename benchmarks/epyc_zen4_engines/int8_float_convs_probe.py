@@ -3,10 +3,13 @@
 For each plan (how many leading convolutions, how many trailing ones stay fp32) it builds the
 OpenVINO int8 engine as ``optimize_for_inference`` does (same calibration: 32 images of the
 checkpoint's training data) and prints the share of pixels of N CamVid val images it labels as
-eager fp32 does, and its median forward time on them.
+eager fp32 does, and its median forward time on them. An optional fourth argument names the
+plans, FIRST:LAST comma-separated (default: ``PLANS``).
 
     python benchmarks/epyc_zen4_engines/int8_float_convs_probe.py runs/segnet_brief_cpu/best.pt \
         ../shared/data/CamVid 20
+    python benchmarks/epyc_zen4_engines/int8_float_convs_probe.py runs/segnet_longer_cpu/last.pt \
+        ../shared/data/CamVid 40 2:4,2:8,4:8
 """
 
 import sys
@@ -18,10 +21,10 @@ from segnet.deploy import optimize_for_inference, quantize
 PLANS = [(2, 1), (2, 2), (2, 3), (2, 4), (3, 3), (1, 1)]  # (first fp32, last fp32)
 
 
-def main(checkpoint: str, root: str, count: int) -> None:
+def main(checkpoint: str, root: str, count: int, plans: list[tuple[int, int]]) -> None:
     model, calibration, images, eager = load_probe(checkpoint, root, count)
     original = quantize.float_convs
-    for first, last in PLANS:
+    for first, last in plans:
 
         def plan(names: list[str], first: int = first, last: int = last) -> list[str]:
             return list(names[:first]) + list(names[first:][-last:])
@@ -36,4 +39,7 @@ def main(checkpoint: str, root: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 20)
+    chosen = PLANS
+    if len(sys.argv) > 4:
+        chosen = [tuple(int(v) for v in plan.split(":")) for plan in sys.argv[4].split(",")]
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 20, chosen)
