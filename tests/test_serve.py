@@ -63,6 +63,7 @@ def test_page_health_info_and_openapi(served):
     assert info["model"] == "segnet_basic" and info["classes"] == ["a", "b", "c"]
     assert len(info["palette"]) == 3 and info["limits"]["max_pixels"] == 100000
     assert "uncertainty" not in info["outputs"]  # not a Bayesian model
+    assert info["tile"] is None and info["tile_overlap"] is None  # whole uploads by default
     spec = httpx.get(served.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     segment = spec["paths"]["/api/segment"]["post"]

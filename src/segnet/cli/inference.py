@@ -93,7 +93,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
                     "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
-                    "tile": list(tiling.size) if tiling.size else None, "tile_overlap": tiling.overlap})  # fmt: skip
+                    **tiling.describe()})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:
         write_json(args.out, metrics)

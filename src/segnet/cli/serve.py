@@ -89,7 +89,8 @@ def run_serve(args: argparse.Namespace) -> int:
         mc_samples=args.mc_samples, tiling=tiling, device=args.device, precision=precision,
         **engine,
     )  # fmt: skip
-    tiles = f", tiles {service.tile[0]}x{service.tile[1]}" if service.tile else ""
+    tile = service.tiling.size
+    tiles = f", tiles {tile[0]}x{tile[1]}" if tile else ""
     print(
         f"segnet serve: {service.config.name} ({service.source}, {service.runtime}{tiles}) on "
         f"http://{args.host}:{args.port}"

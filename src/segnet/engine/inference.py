@@ -79,6 +79,15 @@ class Tiling:
                 "tile_overlap", f"must be smaller than the tile {self.size}, got {self.overlap}"
             )
 
+    def describe(self) -> dict:
+        """How images are run, for metrics files and the server's info: tile (H, W) and
+        overlap, both None for the whole image."""
+        whole = self.size is None
+        return {
+            "tile": None if whole else list(self.size),
+            "tile_overlap": None if whole else self.overlap,
+        }
+
     def windows(self, height: int, width: int) -> list[tuple[slice, slice]]:
         """(rows, columns) of every tile of an image of this size, row-major."""
         assert self.size is not None

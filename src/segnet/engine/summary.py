@@ -75,7 +75,7 @@ def format_start(start: dict) -> str:
     processes = "1 process" if start["world_size"] == 1 else (
         f"{start['world_size']} processes ({start['backend']})")  # fmt: skip
     images = ", ".join(f"{split} {count}" for split, count in start["images"].items())
-    dropout = start.get("dropout")  # absent in summaries written before it was recorded
+    dropout = start["dropout"]
     dropout_text = "" if not dropout else (
         f"; dropout {'/'.join(f'{r:g}' for r in dropout['rates'])} in {dropout['layers']} layer(s)")  # fmt: skip
     lines = [

@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..engine.checkpoint import ModelConfig
+from ..engine.inference import WHOLE_IMAGE, Tiling
 from ..engine.predict import OverlayStyle
 from .limits import OUTPUTS, Limits
 from .openapi import openapi_spec
@@ -47,8 +48,7 @@ class Service:
     limits: Limits
     mc_samples: int = 0  # > 0: Bayesian SegNet, uncertainty output available
     runtime: str = "torch fp32"  # the workers' backend and precision, e.g. "openvino int8"
-    tile: tuple[int, int] | None = None  # (H, W): uploads segmented tile by tile; None: whole
-    tile_overlap: int = 0
+    tiling: Tiling = WHOLE_IMAGE  # how the workers run each upload: whole or tile by tile
 
     def info(self) -> dict:
         return {
@@ -58,8 +58,7 @@ class Service:
             "classes": list(self.config.class_names),
             "palette": [list(c) for c in self.config.palette],
             "mc_samples": self.mc_samples,
-            "tile": list(self.tile) if self.tile else None,
-            "tile_overlap": self.tile_overlap if self.tile else None,
+            **self.tiling.describe(),  # tile, tile_overlap
             "opacity": DEFAULT_OPACITY,
             "video": video_available(),
             "outputs": [o for o in OUTPUTS if o != "uncertainty" or self.mc_samples],

@@ -84,7 +84,7 @@ def load_service(
     source = Path(checkpoint).name if checkpoint is not None else f"{weights} weights"
     return Service(
         config=config, source=source, pool=pool, limits=limits, mc_samples=mc_samples,
-        tile=tiling.size, tile_overlap=tiling.overlap, runtime=f"{first.model.backend} {first.model.precision}",
+        tiling=tiling, runtime=f"{first.model.backend} {first.model.precision}",
     )  # fmt: skip
 
 
