@@ -158,19 +158,57 @@ def test_openvino_int8_leaves_the_pooling_float(model_factory, tmp_path) -> None
         assert users <= {"Convolution"}, users  # never the pools' Maximum/Greater/Select
 
 
-def test_onnxruntime_int8_keeps_first_two_and_last_conv_float(model_factory, tmp_path) -> None:
+# (model, int8 plan, input size): convolutions kept fp32 from the start and from the end. The
+# accurate plan keeps every convolution of the first two pooling stages: SegNet-Basic's first
+# two (one a stage), SegNet's first four (conv1_1, conv1_2, conv2_1, conv2_2) -- also on an odd
+# size, where the pooled maps are ceil(H/2), ceil(H/4).
+PLANS = [
+    ("segnet_basic", "fast", (32, 48), (2, 1)),
+    ("segnet_basic", "accurate", (32, 48), (2, 2)),
+    ("segnet", "fast", (64, 64), (2, 1)),
+    ("segnet", "accurate", (64, 64), (4, 2)),
+    ("segnet", "accurate", (45, 61), (4, 2)),
+]
+
+
+@pytest.mark.parametrize("name, plan, size, float_ends", PLANS)
+def test_onnxruntime_int8_keeps_the_plans_convolutions_float(
+    name, plan, size, float_ends, model_factory, tmp_path
+) -> None:
     _need("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from segnet.deploy.quantize import quantize_onnx
+    from segnet.deploy.quantize import float_plan, quantize_onnx
 
-    model = model_factory("segnet_basic")
+    model = model_factory(name)
     path = export_onnx_any_size(model, tmp_path / "m.onnx")
-    calibration = [np.random.rand(1, 3, 32, 48).astype(np.float32)] * 2
-    graph = onnx.load(str(quantize_onnx(model, path, tmp_path / "q.onnx", calibration))).graph
+    calibration = [np.random.rand(1, 3, *size).astype(np.float32)] * 2
+    kept = float_plan(model, calibration, plan)
+    assert tuple(kept) == float_ends
+    graph = onnx.load(str(quantize_onnx(model, path, tmp_path / "q.onnx", calibration, kept))).graph
     producer = {out: node for node in graph.node for out in node.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
     quantized = [producer.get(c.input[1]) is not None for c in convs]  # weight from a DQ node
-    assert quantized == [False, False] + [True] * (len(convs) - 3) + [False]
+    first, last = float_ends
+    assert quantized == [False] * first + [True] * (len(convs) - first - last) + [False] * last
+
+
+@pytest.mark.parametrize("plan, float_ends", [("fast", (2, 1)), ("accurate", (4, 2))])
+def test_openvino_int8_keeps_the_plans_convolutions_float(plan, float_ends, model_factory) -> None:
+    _need("openvino")
+    pytest.importorskip("nncf")
+    calibration = [torch.randn(1, 3, 64, 64) for _ in range(2)]
+    model = model_factory("segnet")
+    engine = optimize_for_inference(
+        model, backend="openvino", precision="int8", calibration=calibration, int8_plan=plan
+    )
+    assert engine.int8_plan == plan and engine.runtime == f"openvino int8 ({plan} plan)"
+    graph = engine.make_runner.args[0].graph  # the quantized model the engine compiles
+    ops = graph.get_ordered_ops()
+    convs = [op for op in ops if op.get_type_name() == "Convolution"]
+    fed = [any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
+               for i in op.inputs()) for op in convs]  # fmt: skip
+    first, last = float_ends
+    assert fed == [False] * first + [True] * (len(convs) - first - last) + [False] * last
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "auto"])
@@ -197,6 +235,7 @@ def test_engine_not_installed_is_one_line(model_factory, monkeypatch) -> None:
         ({"backend": "onnxruntime", "precision": "bf16"}, "bf16 does not run on backend onnx"),
         ({"backend": "tensorrt"}, "must be one of auto, torch"),
         ({"precision": "int4"}, "must be one of"),
+        ({"backend": "openvino", "precision": "int8", "int8_plan": "best"}, "fast, accurate"),
     ],
 )
 def test_unsupported_requests_are_one_line(kwargs, message, model_factory) -> None:
@@ -255,14 +294,21 @@ def test_cli_export_int8_onnx_with_metadata(checkpoint, tmp_path, capsys) -> Non
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "int8.onnx"
     code = main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--precision",
-                 "int8", "--calibration", str(folder), "--out", str(out), "--no-check"])  # fmt: skip
-    assert code == 0 and "onnx int8" in capsys.readouterr().out
+                 "int8", "--calibration", str(folder), "--out", str(out), "--no-check",
+                 "--int8-plan", "accurate"])  # fmt: skip
+    assert code == 0 and "onnx int8 (accurate plan)" in capsys.readouterr().out
     meta = read_metadata(out)
     assert meta["data"]["class_names"] == ["a", "b", "c"] and len(meta["data"]["palette"]) == 3
     assert "mean" in meta["data"] and "std" in meta["data"] and meta["precision"] == "int8"
+    assert meta["int8_plan"] == "accurate"
     import onnx
 
-    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    graph = onnx.load(str(out)).graph
+    assert "QuantizeLinear" in {n.op_type for n in graph.node}
+    producer = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [producer.get(c.input[1]) is not None for c in convs]
+    assert quantized == [False, False] + [True] * (len(convs) - 4) + [False, False]  # the plan
     for size in [(37, 41), (64, 96)]:  # any size
         assert run_onnx(out, torch.randn(1, 3, *size)).shape == (1, 3, *size)
 

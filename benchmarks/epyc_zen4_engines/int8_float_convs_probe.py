@@ -4,42 +4,49 @@ For each plan (how many leading convolutions, how many trailing ones stay fp32) 
 OpenVINO int8 engine as ``optimize_for_inference`` does (same calibration: 32 images of the
 checkpoint's training data) and prints the share of pixels of N CamVid val images it labels as
 eager fp32 does, and its median forward time on them. An optional fourth argument names the
-plans, FIRST:LAST comma-separated (default: ``PLANS``).
+plans, comma-separated (default: ``PLANS``): FIRST:LAST keeps the first FIRST and the last LAST
+convolutions fp32; I+J+... keeps the convolutions at those positions in execution order
+(negative from the end, ``-1`` the classifier); ``fast`` or ``accurate`` runs that int8 plan.
 
     python benchmarks/epyc_zen4_engines/int8_float_convs_probe.py runs/segnet_brief_cpu/best.pt \
         ../shared/data/CamVid 20
     python benchmarks/epyc_zen4_engines/int8_float_convs_probe.py runs/segnet_longer_cpu/last.pt \
         ../shared/data/CamVid 40 2:4,2:8,4:8
+    python benchmarks/epyc_zen4_engines/int8_float_convs_probe.py runs/segnet_longer_cpu/last.pt \
+        ../shared/data/CamVid 40 0+1+3+-1,0+1+3+-2+-1
 """
 
 import sys
 
 from probe_common import agreement, load_probe
 
-from segnet.deploy import optimize_for_inference, quantize
+from segnet.deploy import INT8_PLANS, optimize_for_inference, quantize
 
-PLANS = [(2, 1), (2, 2), (2, 3), (2, 4), (3, 3), (1, 1)]  # (first fp32, last fp32)
+PLANS = "2:1,2:2,2:3,2:4,3:3,1:1"
 
 
-def main(checkpoint: str, root: str, count: int, plans: list[tuple[int, int]]) -> None:
+def kept(names: list[str], plan: str) -> list[str]:
+    """The convolutions ``plan`` keeps fp32, of ``names`` in execution order (docstring)."""
+    if ":" in plan:
+        first, last = (int(v) for v in plan.split(":"))
+        return list(names[:first]) + list(names[first:][-last:])
+    return [names[int(i)] for i in plan.split("+")]
+
+
+def main(checkpoint: str, root: str, count: int, plans: list[str]) -> None:
     model, calibration, images, eager = load_probe(checkpoint, root, count)
     original = quantize.float_convs
-    for first, last in plans:
-
-        def plan(names: list[str], first: int = first, last: int = last) -> list[str]:
-            return list(names[:first]) + list(names[first:][-last:])
-
-        quantize.float_convs = plan
+    for chosen in plans:
+        named = chosen if chosen in INT8_PLANS else "fast"  # a plan by name runs unpatched
+        if chosen not in INT8_PLANS:
+            quantize.float_convs = lambda names, _kept, chosen=chosen: kept(list(names), chosen)
         engine = optimize_for_inference(model, backend="openvino", precision="int8",
-                                        calibration=calibration)  # fmt: skip
+                                        calibration=calibration, int8_plan=named)  # fmt: skip
+        quantize.float_convs = original
         share, ms = agreement(engine, images, eager)
-        print(f"first {first} + last {last} fp32: {share:.3f}% of pixels as eager fp32, "
-              f"{ms:.0f} ms", flush=True)  # fmt: skip
-    quantize.float_convs = original
+        print(f"fp32 {chosen}: {share:.3f}% of pixels as eager fp32, {ms:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":
-    chosen = PLANS
-    if len(sys.argv) > 4:
-        chosen = [tuple(int(v) for v in plan.split(":")) for plan in sys.argv[4].split(",")]
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 20, chosen)
+    plans = (sys.argv[4] if len(sys.argv) > 4 else PLANS).split(",")
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 20, plans)

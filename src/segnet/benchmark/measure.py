@@ -31,7 +31,7 @@ from torch import nn
 
 from ..data.base import SegmentationDataset
 from ..deploy.optimize import optimize_for_inference
-from ..deploy.runtime import autocast, resolve_channels_last
+from ..deploy.runtime import DEFAULT_INT8_PLAN, autocast, resolve_channels_last
 from ..engine.weights import load_for_inference
 from ..metrics import pixel_agreement
 from ..models import build_model, model_entry
@@ -164,6 +164,7 @@ def _load(
 def _runners(
     name: str, model: nn.Module, *, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device,
     rows: Sequence[Row], calibration: list | None, compile: bool, num_classes: int, in_channels: int,
+    int8_plan: str,
 ) -> list[Runner]:  # fmt: skip
     """The reference (where the registry names a plain-SegNet twin), then one runner per row:
     torch rows ("ours") with their training twin, engines for inference only."""
@@ -181,13 +182,15 @@ def _runners(
     for backend, precision in rows:
         optimized = optimize_for_inference(
             model, device=device, precision=precision, backend=backend, calibration=calibration,
-            compile=compile and backend == "torch",
+            compile=compile and backend == "torch", int8_plan=int8_plan,
         )  # fmt: skip
         torch_row = optimized.backend == "torch"
         trainable = copy_for_training(model, channels_last=train_layout) if torch_row else None
-        label = (
-            "ours" if torch_row else optimized.backend + (" (auto)" if backend == "auto" else "")
+        notes = ["auto"] * (backend == "auto") + [f"{optimized.int8_plan} plan"] * bool(
+            optimized.int8_plan
         )
+        label = "ours" if torch_row else optimized.backend
+        label += f" ({', '.join(notes)})" if notes else ""
         runners.append(Runner(label, optimized, trainable, images.contiguous(memory_format=layout),
                               masks, device, optimized.precision, params))  # fmt: skip
     return runners
@@ -227,10 +230,11 @@ def benchmark_model(
     checkpoint: str | None = None, weights: str | None = None,
     images: Sequence[Path] | None = None, backends: Sequence[str] = ("torch",),
     precisions: Sequence[str] = ("auto",), calibration: list | None = None,
-    dataset: SegmentationDataset | None = None,
+    dataset: SegmentationDataset | None = None, int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> dict:  # fmt: skip
     """Measures ``name`` (or the checkpoint's model), its reference where one exists, and one row
-    per backend x precision (:func:`.rows.row_plan`), all alternating in one run.
+    per backend x precision (:func:`.rows.row_plan`; int8 keeping ``int8_plan``'s convolutions
+    fp32), all alternating in one run.
 
     ``agreement`` compares each row's argmax with the eager fp32 model's: on the real ``images``
     when given, over ``dataset`` (with mIoU) when given, else on the random benchmark input.
@@ -244,7 +248,8 @@ def benchmark_model(
         torch.randint(0, num_classes, (batch, *size), generator=generator).to(device),
     )
     runners = _runners(name, model, inputs=inputs, device=device, rows=rows, calibration=calibration,
-                       compile=compile, num_classes=num_classes, in_channels=in_channels)  # fmt: skip
+                       compile=compile, num_classes=num_classes, in_channels=in_channels,
+                       int8_plan=int8_plan)  # fmt: skip
     _measure(runners, repeats=repeats, training=training)
     measured = [r for r in runners if r.name != "reference"]
     eager_miou = _quality(model, measured, inputs[0], device, images=images, dataset=dataset)

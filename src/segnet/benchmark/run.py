@@ -9,7 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..data.base import SegmentationDataset
-from ..deploy.runtime import resolve_device
+from ..deploy.quantize import check_int8_plan
+from ..deploy.runtime import DEFAULT_INT8_PLAN, resolve_device
 from ..errors import ArgumentError
 from ..models import model_entry
 from .measure import benchmark_model
@@ -24,11 +25,13 @@ def run_benchmark(
     images: Sequence[Path] | None = None, precisions: Sequence[str] = ("auto",),
     backends: Sequence[str] = ("torch",), calibration: list | None = None,
     dataset: SegmentationDataset | None = None, progress: Callable[[str], None] | None = None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> dict:  # fmt: skip
     """Benchmarks each model; returns ``{"environment": ..., "results": [...]}`` (JSON-ready).
 
-    One row per backend x precision (:mod:`.rows`; int8 needs ``calibration`` images), quality
-    per row on ``images`` or over the labelled ``dataset``."""
+    One row per backend x precision (:mod:`.rows`; int8 needs ``calibration`` images and keeps
+    ``int8_plan``'s convolutions fp32), quality per row on ``images`` or over the labelled
+    ``dataset``."""
     if batch < 1:
         raise ArgumentError("batch", f"must be >= 1, got {batch}")
     if repeats < 1:
@@ -37,6 +40,7 @@ def run_benchmark(
         raise ArgumentError("device", f"must be cpu or cuda, got {device!r}")
     resolved = resolve_device(device)
     row_plan(backends, precisions, resolved)  # bad combinations fail before any measurement
+    check_int8_plan(int8_plan)
     if checkpoint is not None:
         models = ["checkpoint"]  # the name comes from the checkpoint
     else:
@@ -50,6 +54,7 @@ def run_benchmark(
             name, size=size, batch=batch, device=resolved, repeats=repeats, training=training,
             compile=compile, checkpoint=checkpoint, weights=weights, images=images,
             precisions=precisions, backends=backends, calibration=calibration, dataset=dataset,
+            int8_plan=int8_plan,
         )  # fmt: skip
         result["rows"] = [asdict(row) for row in result["rows"]]
         results.append(result)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from ..data import DATASETS, SPLITS, SegmentationDataset
 from ..deploy.backends import BACKENDS, DEFAULT_BACKEND, check_combination
 from ..deploy.quantize import CALIBRATION_IMAGES
-from ..deploy.runtime import INFERENCE_PRECISIONS, PRECISIONS
+from ..deploy.runtime import DEFAULT_INT8_PLAN, INFERENCE_PRECISIONS, INT8_PLANS, PRECISIONS
 from ..engine.inference import TILE_OVERLAP
 from ..errors import ArgumentError
 
@@ -100,6 +100,12 @@ def add_calibration_flags(p: argparse.ArgumentParser) -> None:
         "--calibration-images", type=positive_int("--calibration-images"),
         default=CALIBRATION_IMAGES, help=f"int8: how many (default {CALIBRATION_IMAGES})",
     )  # fmt: skip
+    p.add_argument(
+        "--int8-plan", default=DEFAULT_INT8_PLAN, choices=INT8_PLANS,
+        help="int8: which convolutions stay fp32 -- fast: the first two and the classifier; "
+        "accurate: the first two pooling stages and the last two (more pixels labelled as fp32, "
+        "~18%% slower on SegNet); default %(default)s",
+    )  # fmt: skip
 
 
 def add_tta_flags(p: argparse.ArgumentParser) -> None:
@@ -176,7 +182,7 @@ def engine_settings(args: argparse.Namespace, precision: str) -> dict:
         if not args.calibration:
             path = args.checkpoint or weights_path(args.model, args.weights)
         calibration = calibration_from_args(args, checkpoint=path)
-    return {"backend": args.backend, "calibration": calibration}
+    return {"backend": args.backend, "calibration": calibration, "int8_plan": args.int8_plan}
 
 
 def calibration_from_args(

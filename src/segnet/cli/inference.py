@@ -92,7 +92,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         tiling=tiling, **engine,
     )  # fmt: skip
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
-                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
+                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision,
+                    "int8_plan": args.int8_plan if precision == "int8" else None, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
                     **tiling.describe()})  # fmt: skip
     print(format_metrics(metrics))
     if args.out:

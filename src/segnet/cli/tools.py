@@ -147,9 +147,11 @@ def run_export(args: argparse.Namespace) -> int:
     target = final.with_name(f".{final.name}.unchecked") if args.check else final
     try:
         export_model(model, target, format=args.format, size=args.size, in_channels=config.in_channels,
-                     dynamic=args.dynamic, precision=args.precision, calibration=calibration)  # fmt: skip
+                     dynamic=args.dynamic, precision=args.precision, calibration=calibration,
+                     int8_plan=args.int8_plan)  # fmt: skip
         if args.format == "onnx":  # what a deployment needs besides the graph
-            write_metadata(target, {**config.to_dict(), "precision": args.precision})
+            plan = {"int8_plan": args.int8_plan} if args.precision == "int8" else {}
+            write_metadata(target, {**config.to_dict(), "precision": args.precision, **plan})
         if args.check:
             _check_exported(target, model, config.in_channels, args, calibration)
             os.replace(target, final)
@@ -161,7 +163,8 @@ def run_export(args: argparse.Namespace) -> int:
         if args.dynamic or args.precision == "int8"
         else f"fixed 1x{config.in_channels}x{args.size[0]}x{args.size[1]}"
     )
-    print(f"{config.name} exported to {final} ({args.format} {args.precision}, {shape})")
+    plan = f" ({args.int8_plan} plan)" if args.precision == "int8" else ""
+    print(f"{config.name} exported to {final} ({args.format} {args.precision}{plan}, {shape})")
     return 0
 
 
@@ -247,7 +250,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         training=args.training, compile=args.compile, checkpoint=args.checkpoint,
         weights=args.weights, images=images, precisions=args.precision, backends=backends,
         calibration=_benchmark_calibration(args, models, backends), dataset=dataset,
-        progress=print,
+        progress=print, int8_plan=args.int8_plan,
     )  # fmt: skip
     print(format_table(report))
     if args.json:

@@ -10,13 +10,22 @@ Imports only :mod:`segnet.models` and :mod:`segnet.metrics`; the training and ev
 from .backends import BACKENDS, DEFAULT_BACKEND, EngineModel, installed_backends
 from .export import EXPORT_FORMATS, export_model
 from .optimize import InferenceModel, OptimizedModel, fold_batchnorm, optimize_for_inference
-from .runtime import INFERENCE_PRECISIONS, PRECISIONS, resolve_device, resolve_precision
+from .runtime import (
+    DEFAULT_INT8_PLAN,
+    INFERENCE_PRECISIONS,
+    INT8_PLANS,
+    PRECISIONS,
+    resolve_device,
+    resolve_precision,
+)
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_BACKEND",
+    "DEFAULT_INT8_PLAN",
     "EXPORT_FORMATS",
     "INFERENCE_PRECISIONS",
+    "INT8_PLANS",
     "PRECISIONS",
     "EngineModel",
     "InferenceModel",

@@ -32,8 +32,14 @@ from torch import Tensor, nn
 from ..errors import ArgumentError, SegNetError
 from .export import export_onnx_any_size
 from .optimize import OptimizedModel, optimize_torch
-from .quantize import calibration_arrays, quantize_onnx, quantize_openvino
-from .runtime import resolve_precision
+from .quantize import (
+    calibration_arrays,
+    check_int8_plan,
+    float_plan,
+    quantize_onnx,
+    quantize_openvino,
+)
+from .runtime import DEFAULT_INT8_PLAN, resolve_precision
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEFAULT_BACKEND = "torch"  # what predict/evaluate/benchmark ran before engines existed
@@ -80,13 +86,18 @@ class EngineModel(OptimizedModel):
     with its own engine state (an ONNX Runtime session, an OpenVINO infer request), so that
     each :meth:`replica` runs in its own thread without sharing buffers."""
 
-    def __init__(self, make_runner: Callable[[], Runner], *, backend: str, precision: str) -> None:
+    def __init__(
+        self, make_runner: Callable[[], Runner], *, backend: str, precision: str,
+        int8_plan: str | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.make_runner, self.run = make_runner, make_runner()
         self.backend, self.precision, self.device = backend, precision, torch.device("cpu")
+        self.int8_plan = int8_plan  # which convolutions stay fp32 (int8 only; quantize.py)
 
     def replica(self) -> EngineModel:
-        return EngineModel(self.make_runner, backend=self.backend, precision=self.precision)
+        return EngineModel(self.make_runner, backend=self.backend, precision=self.precision,
+                           int8_plan=self.int8_plan)  # fmt: skip
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
@@ -101,10 +112,12 @@ def build_backend(
     precision: str,
     calibration: Iterable[Tensor] | None,
     device: torch.device,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> OptimizedModel:
     """``optimize_for_inference`` for every backend but plain torch fp32/bf16/fp16."""
     if backend not in BACKENDS:
         raise ArgumentError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_int8_plan(int8_plan)
     resolved = resolve_precision(precision, device)  # int8 on CUDA fails here
     if device.type != "cpu":
         if backend not in ("auto", "torch"):
@@ -113,11 +126,15 @@ def build_backend(
     if backend == "auto":
         from .choose import choose_backend
 
-        return choose_backend(model, precision=precision, calibration=calibration)
+        return choose_backend(
+            model, precision=precision, calibration=calibration, int8_plan=int8_plan
+        )
     check_combination(backend, resolved)
     if backend == "torch":
         return optimize_torch(model, precision=resolved, device=device)
-    return build_engine(model, backend=backend, precision=resolved, calibration=calibration)
+    return build_engine(
+        model, backend=backend, precision=resolved, calibration=calibration, int8_plan=int8_plan
+    )
 
 
 def check_combination(backend: str, precision: str) -> None:
@@ -131,28 +148,31 @@ def check_combination(backend: str, precision: str) -> None:
 
 
 def build_engine(
-    model: nn.Module, *, backend: str, precision: str, calibration: Iterable[Tensor] | None
-) -> EngineModel:
-    """Exports ``model`` once, quantizes it for int8, and loads it in the engine."""
+    model: nn.Module, *, backend: str, precision: str, calibration: Iterable[Tensor] | None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
+) -> EngineModel:  # fmt: skip
+    """Exports ``model`` once, quantizes it for int8 (``int8_plan``: which convolutions stay
+    fp32, :mod:`.quantize`), and loads it in the engine."""
     engine = require_engine(backend)
     arrays = calibration_arrays(calibration) if precision == "int8" else None
+    kept = float_plan(model, arrays, int8_plan) if arrays is not None else None
+    plan = int8_plan if arrays is not None else None
     with tempfile.TemporaryDirectory(prefix="segnet-engine-") as folder:
         path = export_onnx_any_size(
             model, Path(folder) / "model.onnx", in_channels=in_channels(model)
         )
         if backend == "onnxruntime":
             if arrays is not None:
-                path = quantize_onnx(model, path, Path(folder) / "int8.onnx", arrays)
+                path = quantize_onnx(model, path, Path(folder) / "int8.onnx", arrays, kept)
             graph = path.read_bytes()  # the folder goes; replicas load the graph from memory
-            return EngineModel(
-                lambda: onnxruntime_runner(engine, graph), backend=backend, precision=precision
-            )
+            return EngineModel(lambda: onnxruntime_runner(engine, graph), backend=backend,
+                               precision=precision, int8_plan=plan)  # fmt: skip
         graph = openvino_core(engine).read_model(str(path))
         if arrays is not None:
-            graph = quantize_openvino(graph, arrays)
+            graph = quantize_openvino(graph, arrays, kept)
         shapes = OpenVinoGraph(engine, graph, precision)
         runner = functools.partial(openvino_runner, shapes)
-        return EngineModel(runner, backend=backend, precision=precision)
+        return EngineModel(runner, backend=backend, precision=precision, int8_plan=plan)
 
 
 def in_channels(model: nn.Module) -> int:

@@ -33,7 +33,7 @@ from ..metrics import pixel_agreement
 from .backends import BACKEND_PRECISIONS, ENGINES, build_engine, installed_backends
 from .optimize import OptimizedModel, optimize_torch
 from .quantize import calibration_arrays
-from .runtime import cpu_name
+from .runtime import DEFAULT_INT8_PLAN, cpu_name
 
 AGREEMENT_FLOOR = 0.995  # share of pixels labelled as eager fp32 labels them
 TIMING_SIZE = (360, 480)  # CamVid; timing size when no calibration images are given
@@ -55,26 +55,27 @@ def candidates(precision: str, *, calibrated: bool) -> list[Candidate]:
 
 
 def choose_backend(
-    model: nn.Module, *, precision: str, calibration: Iterable[Tensor] | None
-) -> OptimizedModel:
+    model: nn.Module, *, precision: str, calibration: Iterable[Tensor] | None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
+) -> OptimizedModel:  # fmt: skip
     """The fastest agreeing candidate (module docstring); ``chosen`` on the result says which."""
     arrays = calibration_arrays(calibration) if calibration is not None else None
     if precision == "int8" and arrays is None:
         calibration_arrays(None)  # the one-line error
     options = candidates(precision, calibrated=arrays is not None)
     checks = [torch.from_numpy(a) for a in arrays[-4:]] if arrays else [_random_images(model)]
-    key = cache_key(model, tuple(checks[0].shape), options)
+    key = cache_key(model, tuple(checks[0].shape), options, int8_plan)
     cached = read_cache().get(key)
     built: dict[Candidate, OptimizedModel] = {}
     if cached is None:
-        built = {c: _build(model, c, arrays) for c in options}
+        built = {c: _build(model, c, arrays, int8_plan) for c in options}
         times = time_candidates(built, checks[0])
         ranking = sorted(options, key=lambda c: times[c])
         _write_cache(key, [[b, p, round(times[(b, p)], 1)] for b, p in ranking])
     else:
         ranking = [(b, p) for b, p, _ in cached["ranking"] if (b, p) in options]
     for candidate in ranking:
-        optimized = built.pop(candidate, None) or _build(model, candidate, arrays)
+        optimized = built.pop(candidate, None) or _build(model, candidate, arrays, int8_plan)
         if agreement(model, optimized, checks) >= AGREEMENT_FLOOR:
             optimized.chosen = (
                 f"{candidate[0]} {candidate[1]} (auto, ranking cached in {cache_path()})"
@@ -85,11 +86,15 @@ def choose_backend(
     return fallback
 
 
-def _build(model: nn.Module, candidate: Candidate, arrays: list | None) -> OptimizedModel:
+def _build(
+    model: nn.Module, candidate: Candidate, arrays: list | None, int8_plan: str
+) -> OptimizedModel:
     backend, precision = candidate
     if backend == "torch":
         return optimize_torch(model, precision=precision, device=torch.device("cpu"))
-    return build_engine(model, backend=backend, precision=precision, calibration=arrays)
+    return build_engine(
+        model, backend=backend, precision=precision, calibration=arrays, int8_plan=int8_plan
+    )
 
 
 def _random_images(model: nn.Module) -> Tensor:
@@ -125,7 +130,9 @@ def agreement(model: nn.Module, optimized: OptimizedModel, images: list[Tensor])
     return same / total
 
 
-def cache_key(model: nn.Module, shape: tuple[int, ...], options: list[Candidate]) -> str:
+def cache_key(
+    model: nn.Module, shape: tuple[int, ...], options: list[Candidate], int8_plan: str
+) -> str:
     engines = {}
     for backend in sorted({b for b, _ in options} - {"torch"}):
         try:
@@ -135,6 +142,7 @@ def cache_key(model: nn.Module, shape: tuple[int, ...], options: list[Candidate]
     return json.dumps([
         type(model).__name__, sum(p.numel() for p in model.parameters()), list(shape),
         [list(c) for c in options], cpu_name(), torch.get_num_threads(), torch.__version__, engines,
+        *([int8_plan] if any(p == "int8" for _, p in options) else []),
     ])  # fmt: skip
 
 

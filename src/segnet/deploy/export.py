@@ -31,6 +31,7 @@ from ..errors import ArgumentError, SegNetError
 from ..files import atomic_write
 from ..metrics import compare_logits
 from .optimize import fold_batchnorm
+from .runtime import DEFAULT_INT8_PLAN
 
 EXPORT_FORMATS = ("onnx", "torch-export")
 EXPORT_PRECISIONS = ("fp32", "int8")
@@ -80,11 +81,13 @@ def export_model(
     dynamic: bool = False,
     precision: str = "fp32",
     calibration: Iterable[torch.Tensor] | None = None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> Path:
     """Exports ``model`` to ``path`` (``format``: "onnx" or "torch-export"); returns the path.
 
     ``precision="int8"`` (ONNX only) writes a statically quantized QDQ graph calibrated on
-    ``calibration`` images (:mod:`.quantize`), free in N, H and W whatever ``dynamic`` says.
+    ``calibration`` images (:mod:`.quantize`; ``int8_plan``: which convolutions stay fp32), free
+    in N, H and W whatever ``dynamic`` says.
     """
     if format not in EXPORT_FORMATS:
         raise ArgumentError("format", f"must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
@@ -95,8 +98,9 @@ def export_model(
     path = Path(path)
     if precision == "int8":
         return _export_int8(
-            model, path, format=format, in_channels=in_channels, calibration=calibration
-        )
+            model, path, format=format, in_channels=in_channels, calibration=calibration,
+            int8_plan=int8_plan,
+        )  # fmt: skip
     net = prepare(model)
     images = example_images(size, in_channels, dynamic=dynamic)
     try:
@@ -116,16 +120,17 @@ def export_model(
 
 def _export_int8(
     model: nn.Module, path: Path, *, format: str, in_channels: int,
-    calibration: Iterable[torch.Tensor] | None,
+    calibration: Iterable[torch.Tensor] | None, int8_plan: str,
 ) -> Path:  # fmt: skip
-    from .quantize import calibration_arrays, quantize_onnx  # quantize imports this module
+    from .quantize import calibration_arrays, float_plan, quantize_onnx  # it imports this module
 
     if format != "onnx":
         raise ArgumentError("precision", f"int8 exports to onnx only, not {format}")
     arrays = calibration_arrays(calibration)
     with tempfile.TemporaryDirectory(prefix="segnet-export-") as folder:
         source = export_onnx_any_size(model, Path(folder) / "fp32.onnx", in_channels=in_channels)
-        return quantize_onnx(model, source, path, arrays)
+        kept = float_plan(model, arrays, int8_plan)
+        return quantize_onnx(model, source, path, arrays, kept)
 
 
 def _export_onnx(net: nn.Module, images: torch.Tensor, path: Path, *, dynamic: bool) -> Path:

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from .runtime import resolve_precision
+from .runtime import DEFAULT_INT8_PLAN, resolve_precision
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _KEEP_FP32 = (nn.LocalResponseNorm,)  # sums of squares of 0-255 inputs overflow fp16
@@ -97,6 +97,13 @@ class OptimizedModel(nn.Module):
     backend: str
     precision: str
     device: torch.device
+    int8_plan: str | None = None  # int8 engines: which convolutions stay fp32 (quantize.py)
+
+    @property
+    def runtime(self) -> str:
+        """How it runs, in words: "openvino int8 (fast plan)", "torch fp32"."""
+        plan = f" ({self.int8_plan} plan)" if self.int8_plan else ""
+        return f"{self.backend} {self.precision}{plan}"
 
     def replica(self) -> OptimizedModel:
         """An independent copy for another thread (serve's workers), without optimizing,
@@ -136,6 +143,7 @@ def optimize_for_inference(
     calibration: Iterable[Tensor] | None = None,
     device: str | torch.device | None = None,
     compile: bool = False,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> OptimizedModel:
     """A copy of ``model`` made for fast inference: a callable mapping normalized images
     (N, C, H, W) to fp32 logits (N, K, H, W), a torch tensor, whatever runs it.
@@ -148,6 +156,9 @@ def optimize_for_inference(
     ``calibration``, int8 too where it is faster and agrees), ``"fp32"``, ``"bf16"``,
     ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
     (N, C, H, W) normalized image tensors, e.g. 32 training images).
+    ``int8_plan``: which convolutions int8 keeps fp32: ``"fast"`` (the first two and the
+    classifier) or ``"accurate"`` (the first two pooling stages and the last two: more of the
+    fp32 labels kept, ~18% slower on SegNet; :mod:`.quantize`).
     ``device`` defaults to the model's. ``compile=True`` (torch backend) wraps the network in
     ``torch.compile`` (measure first: it pays off only for many images of one size). The input
     model is left untouched.
@@ -163,8 +174,9 @@ def optimize_for_inference(
         from .backends import build_backend  # engines import this module
 
         return build_backend(
-            model, backend=backend, precision=precision, calibration=calibration, device=device
-        )
+            model, backend=backend, precision=precision, calibration=calibration, device=device,
+            int8_plan=int8_plan,
+        )  # fmt: skip
     return optimize_torch(model, precision=resolved, device=device, compile=compile)
 
 

@@ -13,12 +13,21 @@ shipped SegNet-Basic weights; ``benchmarks/README.md``):
   outputs, so its pools see float values; ONNX Runtime's int8 convolution (QLinearConv) must
   quantize its output, so there the pools compare 8-bit values (ReLU folded into the range:
   0.2% fewer pixels agree than with OpenVINO);
-* the first two convolutions and the classifier stay fp32. The first reads the image itself
-  (3 channels, a small share of the work); the second's input, the first pooled map, was the
-  most sensitive activation to quantize (0.26% of pixels off on its own, the next 0.20%); the
-  classifier's outputs are the logits the labels come from. OpenVINO, 20 CamVid val images,
-  shipped SegNet-Basic: first and last float 99.60% of pixels as fp32, first two and last
-  99.70% (with the overflow fix off, below), at 0.88x the speed on SegNet (VGG16);
+* which convolutions stay fp32 is the *plan* (:data:`INT8_PLANS`, :func:`float_plan`):
+  ``"fast"`` (the default) keeps the first two and the classifier. The first reads the image
+  itself (3 channels, a small share of the work); SegNet-Basic's second reads the first pooled
+  map, the most sensitive activation to quantize (0.26% of pixels off on its own, the next
+  0.20%); the classifier's outputs are the logits the labels come from. OpenVINO, 20 CamVid
+  val images, shipped SegNet-Basic: first and last float 99.60% of pixels as fp32, first two
+  and last 99.70% (with the overflow fix off, below), at 0.88x the speed on SegNet (VGG16).
+  ``"accurate"`` keeps every convolution of the first two pooling stages (those reading maps at
+  full or half the image's resolution, whose outputs the first two pools compare to set the
+  finest switches) and the last two. On a SegNet trained on CamVid (24.7 val mIoU) the fast
+  plan labels 98.48% of pixels as fp32, the accurate one 99.60%, for ~18% more time: conv 3
+  (reading the first pooled map) or 4 alone fp32 gave 98.76% / 98.66%, both 99.47%;
+* the convolutions are told apart by position in execution order, the same in the torch
+  model, the exported graph and OpenVINO's model (every encoder runs its first stages in a
+  line);
 * each activation range is the *mean* over the calibration batches of each batch's min and
   max: one outlier image no longer stretches the range for all (ONNX Runtime's MinMax takes the
   extremes over all images).
@@ -30,6 +39,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,10 +48,22 @@ from torch import Tensor, nn
 from ..errors import ArgumentError, SegNetError
 from ..files import atomic_path
 from .export import prepare
-from .runtime import cpu_has_vnni
+from .runtime import INT8_PLANS, cpu_has_vnni
 
 CALIBRATION_IMAGES = 32  # default number of calibration images (CLI)
-FLOAT_FIRST = 2  # leading convolutions kept fp32: the image's, and the most sensitive input
+
+
+class FloatConvs(NamedTuple):
+    """How many convolutions, counted in execution order, stay fp32 at each end."""
+
+    first: int
+    last: int
+
+
+FAST = FloatConvs(first=2, last=1)  # the image's and the next convolution, and the classifier
+ACCURATE_LAST = (
+    2  # the accurate plan's trailing fp32 convolutions: the classifier and the one before
+)
 
 
 def calibration_arrays(calibration: Iterable[Tensor] | None) -> list[np.ndarray]:
@@ -98,10 +120,42 @@ def activation_ranges(
     return {name: tuple(float(np.mean(column)) for column in zip(*v)) for name, v in seen.items()}
 
 
-def float_convs(names: Sequence[str]) -> list[str]:
-    """The convolutions that stay fp32, of all in execution order: the first
-    :data:`FLOAT_FIRST` and the classifier (module docstring)."""
-    return list(names[:FLOAT_FIRST]) + list(names[FLOAT_FIRST:][-1:])
+def check_int8_plan(plan: str) -> str:
+    if plan not in INT8_PLANS:
+        raise ArgumentError("int8_plan", f"must be one of {', '.join(INT8_PLANS)}, got {plan!r}")
+    return plan
+
+
+def float_plan(model: nn.Module, arrays: Sequence[np.ndarray], plan: str) -> FloatConvs:
+    """The convolutions ``plan`` keeps fp32 for ``model`` (module docstring); "accurate"
+    measures the model's stages with one forward of the first calibration batch."""
+    if check_int8_plan(plan) == "fast":
+        return FAST
+    return FloatConvs(
+        first=max(FAST.first, leading_fine_convs(model, arrays[0])), last=ACCURATE_LAST
+    )
+
+
+@torch.no_grad()
+def leading_fine_convs(model: nn.Module, images: np.ndarray) -> int:
+    """How many convolutions, from the first in execution order, read a map at full or half
+    the resolution of ``images`` (N, C, H, W): the first two pooling stages of an encoder."""
+    net, heights = prepare(model), []
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(lambda _m, inputs: heights.append(inputs[0].shape[-2]))
+    net(torch.from_numpy(images[:1]))
+    height = images.shape[-2]
+    # Pooled once: H/2 (ceil); pooled twice: H/4 or a little more -- a third tells them apart.
+    fine = [3 * h > height for h in heights]
+    return fine.index(False) if False in fine else len(fine)
+
+
+def float_convs(names: Sequence[str], kept: FloatConvs) -> list[str]:
+    """The convolutions that stay fp32, of all in execution order: ``kept.first`` from the
+    start and ``kept.last`` from the end."""
+    rest = list(names[kept.first :])
+    return list(names[: kept.first]) + (rest[-kept.last :] if kept.last else [])
 
 
 class _Batches:
@@ -120,7 +174,7 @@ def _range(low: float, high: float) -> list[dict[str, np.float32]]:
 
 
 def quantize_plan(
-    graph: object, ranges: dict[str, tuple[float, float, float, float]]
+    graph: object, ranges: dict[str, tuple[float, float, float, float]], kept: FloatConvs = FAST
 ) -> tuple[list[str], dict]:
     """(Conv nodes kept fp32, per-tensor range overrides) for an exported graph: see
     :func:`float_convs`; each other Conv's input, and its output (or the Relu's after it), gets
@@ -128,7 +182,7 @@ def quantize_plan(
     their module)."""
     convs = [node for node in graph.node if node.op_type == "Conv"]
     relu_after = {node.input[0]: node.output[0] for node in graph.node if node.op_type == "Relu"}
-    keep = float_convs([node.name for node in convs])
+    keep = float_convs([node.name for node in convs], kept)
     overrides = {}
     for node in convs:
         if node.name in keep:
@@ -144,9 +198,11 @@ def quantize_plan(
 
 
 def quantize_onnx(
-    model: nn.Module, source: Path, target: Path, arrays: Sequence[np.ndarray]
-) -> Path:
-    """Writes the int8 QDQ version of ``source`` (the fp32 export of ``model``) to ``target``."""
+    model: nn.Module, source: Path, target: Path, arrays: Sequence[np.ndarray],
+    kept: FloatConvs = FAST,
+) -> Path:  # fmt: skip
+    """Writes the int8 QDQ version of ``source`` (the fp32 export of ``model``) to ``target``,
+    ``kept`` convolutions fp32 (:func:`float_plan`)."""
     try:
         import onnx
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -155,7 +211,8 @@ def quantize_onnx(
             "int8 ONNX files are made with onnxruntime's quantizer: pip install 'segnet[onnx]'"
         ) from None
 
-    keep, overrides = quantize_plan(onnx.load(str(source)).graph, activation_ranges(model, arrays))
+    ranges = activation_ranges(model, arrays)
+    keep, overrides = quantize_plan(onnx.load(str(source)).graph, ranges, kept)
     with _quiet(), atomic_path(target) as tmp:
         quantize_static(
             str(source), str(tmp), _Batches(arrays[:1]), quant_format=QuantFormat.QDQ,
@@ -182,16 +239,21 @@ def _quiet() -> Iterator[None]:
 _FLOAT_OP_TYPES = ["Maximum", "Greater", "Equal", "Select", "LogicalAnd", "LogicalOr", "LogicalNot"]
 
 
-def quantize_openvino(model: object, arrays: Sequence[np.ndarray]) -> object:
+def quantize_openvino(
+    model: object, arrays: Sequence[np.ndarray], kept: FloatConvs = FAST
+) -> object:
     """The int8 OpenVINO model of ``model`` (the fp32 ONNX graph read by OpenVINO), by NNCF:
     FakeQuantize at the inputs of the convolutions (OpenVINO runs them int8 in, fp32 out, so
-    the pools compare float values); :func:`float_convs` and the pooling subgraph left float."""
+    the pools compare float values); the ``kept`` convolutions (:func:`float_plan`) and the
+    pooling subgraph left float."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     convs = [op.get_friendly_name() for op in model.get_ordered_ops()
              if op.get_type_name() == "Convolution"]  # fmt: skip
-    ignored = nncf.IgnoredScope(names=float_convs(convs), types=_FLOAT_OP_TYPES, validate=False)
+    ignored = nncf.IgnoredScope(
+        names=float_convs(convs, kept), types=_FLOAT_OP_TYPES, validate=False
+    )
     nncf.set_log_level(logging.ERROR)  # its INFO lines list every op it leaves alone
     # NNCF's overflow fix (7-bit weights in the first quantized layer) guards the 16-bit
     # saturation of u8 x s8 products on CPUs without VNNI; with VNNI it only costs accuracy.

@@ -21,6 +21,10 @@ from ..errors import ArgumentError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # training and the torch backend
 # Inference adds int8: statically quantized, calibrated, on the onnxruntime/openvino backends.
 INFERENCE_PRECISIONS = PRECISIONS + ("int8",)
+# int8's plans: which convolutions stay fp32 (quantize.py): the speed-first default, or more of
+# the fp32 labels kept for some speed.
+INT8_PLANS = ("fast", "accurate")
+DEFAULT_INT8_PLAN = "fast"
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data.base import SegmentationDataset
 from ..deploy.optimize import optimize_for_inference
+from ..deploy.runtime import DEFAULT_INT8_PLAN
 from ..metrics.boundary import BoundaryF1
 from ..metrics.confusion import ConfusionMatrix
 from .distributed import ALONE, Distributed
@@ -45,12 +46,13 @@ def evaluate(
     tiling: Tiling = WHOLE_IMAGE,
     backend: str = "torch",
     calibration: Sequence[torch.Tensor] | None = None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> dict:
     """G, C, mIoU, per-class rows, BF and the confusion matrix over ``dataset``; void excluded.
 
     ``optimize``: run a copy made by :func:`segnet.optimize_for_inference` on ``backend`` (BN
     folded, channels_last; the same argmax as the eager model on >= 99.5% of pixels, tested);
-    ``calibration``: images for int8.
+    ``calibration``: images for int8, ``int8_plan`` which convolutions it keeps fp32.
     """
     info = dataset.info
     confusion = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
@@ -65,8 +67,9 @@ def evaluate(
     model.eval()
     if optimize:
         model = optimize_for_inference(
-            model, precision=precision, device=device, backend=backend, calibration=calibration
-        )
+            model, precision=precision, device=device, backend=backend, calibration=calibration,
+            int8_plan=int8_plan,
+        )  # fmt: skip
     for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         probs = predict_probabilities(
             model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta,

@@ -16,6 +16,7 @@ from torch import nn
 from ..data.base import normalize
 from ..data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, write_png
 from ..deploy.optimize import OptimizedModel, optimize_for_inference
+from ..deploy.runtime import DEFAULT_INT8_PLAN
 from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir
 from .checkpoint import ModelConfig
@@ -118,15 +119,18 @@ class Segmenter:
         tiling: Tiling = WHOLE_IMAGE,
         backend: str = "torch",
         calibration: Sequence[torch.Tensor] | None = None,
+        int8_plan: str = DEFAULT_INT8_PLAN,
     ) -> None:
         self.tta = tta  # test-time views averaged per image (default: one forward pass)
         self.tiling = tiling  # each view whole (default) or tile by tile
         # optimize: BN folded, channels_last, precision applied once, on `backend`
-        # (segnet.optimize_for_inference; int8 calibrates on `calibration`)
+        # (segnet.optimize_for_inference; int8 calibrates on `calibration`, keeps `int8_plan`'s
+        # convolutions fp32)
         if optimize:
             model = optimize_for_inference(
-                model, precision=precision, device=device, backend=backend, calibration=calibration
-            )
+                model, precision=precision, device=device, backend=backend,
+                calibration=calibration, int8_plan=int8_plan,
+            )  # fmt: skip
         self.model, self.config, self.device, self.precision = (
             model.eval().to(device),
             config,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.runtime import resolve_device, resolve_precision
+from ..deploy.runtime import DEFAULT_INT8_PLAN, resolve_device, resolve_precision
 from ..engine.inference import WHOLE_IMAGE, Tiling
 from ..engine.predict import Segmenter
 from ..engine.weights import load_for_inference
@@ -56,9 +56,11 @@ def load_service(
     precision: str = "auto",
     backend: str = "torch",
     calibration: Sequence[torch.Tensor] | None = None,
+    int8_plan: str = DEFAULT_INT8_PLAN,
 ) -> Service:
     """The model loaded once and copied into ``limits.workers`` optimized segmenters, on
-    ``backend`` (``segnet.optimize_for_inference``; int8 calibrates on ``calibration``);
+    ``backend`` (``segnet.optimize_for_inference``; int8 calibrates on ``calibration`` and
+    keeps ``int8_plan``'s convolutions fp32);
     with a ``tiling`` size every upload runs tile by tile, so a request's memory follows the
     tile rather than the upload (up to ``limits.max_pixels``)."""
     limits = limits or Limits()
@@ -75,7 +77,7 @@ def load_service(
     torch.set_num_threads(threads)
     first = Segmenter(
         net, config, device=torch_device, precision=resolved, backend=backend,
-        calibration=calibration, tiling=tiling,
+        calibration=calibration, int8_plan=int8_plan, tiling=tiling,
     )  # fmt: skip
     # Each worker runs its own copy (an engine's infer request serves one call at a time); the
     # first one's optimized model is copied, so int8 calibrates and auto measures only once.
@@ -84,7 +86,7 @@ def load_service(
     source = Path(checkpoint).name if checkpoint is not None else f"{weights} weights"
     return Service(
         config=config, source=source, pool=pool, limits=limits, mc_samples=mc_samples,
-        tiling=tiling, runtime=f"{first.model.backend} {first.model.precision}",
+        tiling=tiling, runtime=first.model.runtime,
     )  # fmt: skip
 
 
