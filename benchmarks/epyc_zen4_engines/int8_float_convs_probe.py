@@ -18,33 +18,21 @@ convolutions fp32; I+J+... keeps the convolutions at those positions in executio
 
 import sys
 
-from probe_common import agreement, load_probe
+from probe_common import agreement, load_probe, use_plan
 
-from segnet.deploy import INT8_PLANS, optimize_for_inference, quantize
+from segnet.deploy import optimize_for_inference
 
 PLANS = "2:1,2:2,2:3,2:4,3:3,1:1"
 
 
-def kept(names: list[str], plan: str) -> list[str]:
-    """The convolutions ``plan`` keeps fp32, of ``names`` in execution order (docstring)."""
-    if ":" in plan:
-        first, last = (int(v) for v in plan.split(":"))
-        return list(names[:first]) + list(names[first:][-last:])
-    return [names[int(i)] for i in plan.split("+")]
-
-
 def main(checkpoint: str, root: str, count: int, plans: list[str]) -> None:
     model, calibration, images, eager = load_probe(checkpoint, root, count)
-    original = quantize.float_convs
     for chosen in plans:
-        named = chosen if chosen in INT8_PLANS else "fast"  # a plan by name runs unpatched
-        if chosen not in INT8_PLANS:
-            quantize.float_convs = lambda names, _kept, chosen=chosen: kept(list(names), chosen)
         engine = optimize_for_inference(model, backend="openvino", precision="int8",
-                                        calibration=calibration, int8_plan=named)  # fmt: skip
-        quantize.float_convs = original
+                                        calibration=calibration, int8_plan=use_plan(chosen))  # fmt: skip
         share, ms = agreement(engine, images, eager)
         print(f"fp32 {chosen}: {share:.3f}% of pixels as eager fp32, {ms:.0f} ms", flush=True)
+    use_plan("fast")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 For each variant it builds the OpenVINO int8 engine as ``optimize_for_inference`` does (same
 calibration: 32 images of the checkpoint's training data; same fp32 convolutions), with extra
 ``nncf.quantize`` options, and prints the share of pixels of N CamVid val images labelled as
-eager fp32 labels them, and the median forward time.
+eager fp32 labels them, and the median forward time. An optional fifth argument names the
+fp32 convolutions as ``int8_float_convs_probe.py`` does (default ``fast``).
 
     python benchmarks/epyc_zen4_engines/int8_nncf_options_probe.py CHECKPOINT ../shared/data/CamVid 20 \
-        [default,full-bias,quantile,no-bias]
+        [default,full-bias,quantile,no-bias] [fast|accurate|FIRST:LAST|I+J+...]
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ import time
 
 import nncf
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-from probe_common import agreement, load_probe
+from probe_common import agreement, load_probe, use_plan
 
 from segnet.deploy import optimize_for_inference
 
@@ -30,7 +31,7 @@ VARIANTS = {  # name: (nncf.quantize keywords, AdvancedQuantizationParameters fi
 }
 
 
-def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
+def main(checkpoint: str, root: str, count: int, names: list[str], plan: str) -> None:
     model, calibration, images, eager = load_probe(checkpoint, root, count)
     original = nncf.quantize
     for name in names:
@@ -48,7 +49,7 @@ def main(checkpoint: str, root: str, count: int, names: list[str]) -> None:
         nncf.quantize = variant
         tic = time.perf_counter()
         engine = optimize_for_inference(model, backend="openvino", precision="int8",
-                                        calibration=calibration)  # fmt: skip
+                                        calibration=calibration, int8_plan=use_plan(plan))  # fmt: skip
         build_s = time.perf_counter() - tic
         share, ms = agreement(engine, images, eager)
         print(
@@ -64,4 +65,5 @@ if __name__ == "__main__":
         sys.argv[2],
         int(sys.argv[3]) if len(sys.argv) > 3 else 20,
         sys.argv[4].split(",") if len(sys.argv) > 4 else list(VARIANTS),
+        sys.argv[5] if len(sys.argv) > 5 else "fast",
     )

@@ -1,5 +1,6 @@
 """What the int8 agreement probes share: a checkpoint, its calibration images, N CamVid val
-images spread over the split with eager fp32 labels, and the agreement of an engine with them."""
+images spread over the split with eager fp32 labels, the agreement of an engine with them, and
+the convolutions kept fp32 (a plan by name, or by position)."""
 
 import statistics
 import time
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from segnet.data import open_dataset
+from segnet.deploy import INT8_PLANS, quantize
 from segnet.engine.calibration import calibration_images
 from segnet.engine.checkpoint import load_model, read_checkpoint
 
@@ -45,3 +47,25 @@ def agreement(
         same += int((out.argmax(1) == labels).sum())
         total += labels.numel()
     return 100 * same / total, 1000 * statistics.median(times)
+
+
+_FLOAT_CONVS = quantize.float_convs
+
+
+def use_plan(plan: str) -> str:
+    """Makes the next int8 build keep ``plan``'s convolutions fp32; returns the ``int8_plan`` to
+    build with. ``plan``: a name of :data:`INT8_PLANS`; FIRST:LAST, the first FIRST and last LAST
+    convolutions; or I+J+..., the convolutions at those positions in execution order (negative
+    from the end, ``-1`` the classifier)."""
+    quantize.float_convs = _FLOAT_CONVS
+    if plan in INT8_PLANS:
+        return plan
+
+    def kept(names: list[str], _kept: object) -> list[str]:
+        if ":" in plan:
+            first, last = (int(v) for v in plan.split(":"))
+            return list(names[:first]) + list(names[first:][-last:])
+        return [names[int(i)] for i in plan.split("+")]
+
+    quantize.float_convs = kept
+    return "fast"

@@ -158,7 +158,7 @@ def optimize_for_inference(
     (N, C, H, W) normalized image tensors, e.g. 32 training images).
     ``int8_plan``: which convolutions int8 keeps fp32: ``"fast"`` (the first two and the
     classifier) or ``"accurate"`` (the first two pooling stages and the last two: more of the
-    fp32 labels kept, ~18% slower on SegNet; :mod:`.quantize`).
+    fp32 labels kept, 18-33% slower on SegNet; :mod:`.quantize`).
     ``device`` defaults to the model's. ``compile=True`` (torch backend) wraps the network in
     ``torch.compile`` (measure first: it pays off only for many images of one size). The input
     model is left untouched.

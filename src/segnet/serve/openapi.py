@@ -42,7 +42,7 @@ def openapi_spec(info: dict[str, Any]) -> dict[str, Any]:
         "paths": {
             "/api/segment": {"post": _segment(info["outputs"])},
             **({"/api/segment-video": {"post": _segment_video(limits)}} if info["video"] else {}),
-            "/api/info": {"get": _json_get("Model, classes, palette and limits")},
+            "/api/info": {"get": _json_get("Model, runtime, classes, palette, tiling and limits")},
             "/healthz": {"get": _json_get("200 once the model is loaded")},
             "/openapi.json": {"get": _json_get("This description")},
             "/": {
