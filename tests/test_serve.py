@@ -112,8 +112,9 @@ def test_json_answer_has_everything_the_page_needs(served):
 
 
 def test_serve_on_an_int8_engine_with_two_workers(tmp_path):
-    """--backend openvino --precision int8: calibrated once on --calibration, each worker with
-    its own infer request; the labels are those of the same engine built here."""
+    """--backend openvino --precision int8 --int8-plan accurate: calibrated once on
+    --calibration, each worker with its own infer request; the labels are those of the same
+    engine (same plan) built here."""
     pytest.importorskip("openvino", reason="segnet[openvino] not installed (CI installs it)")
     pytest.importorskip("nncf", reason="segnet[openvino] not installed (CI installs it)")
     from segnet.engine.calibration import calibration_images
@@ -124,14 +125,16 @@ def test_serve_on_an_int8_engine_with_two_workers(tmp_path):
     for seed in range(3):
         Image.fromarray(sample_image(48, 64, seed=seed)).save(folder / f"{seed}.png")
     args = ["--checkpoint", str(ckpt), "--backend", "openvino", "--precision", "int8",
-            "--calibration", str(folder), "--workers", "2"]  # fmt: skip
+            "--calibration", str(folder), "--workers", "2", "--int8-plan", "accurate"]  # fmt: skip
     with serve_load.start_server(args) as server:
         info = httpx.get(server.url + "/api/info").json()
-        assert info["runtime"] == "openvino int8" and info["limits"]["workers"] == 2
-        assert "openvino int8" in server.log_text()
+        assert info["runtime"] == "openvino int8 (accurate plan)"
+        assert info["limits"]["workers"] == 2
+        assert "openvino int8 (accurate plan)" in server.log_text()
         model, config = load_for_inference(checkpoint=ckpt)
         local = Segmenter(model, config, device=torch.device("cpu"), precision="int8",
-                          backend="openvino", calibration=calibration_images(folder=folder))  # fmt: skip
+                          backend="openvino", calibration=calibration_images(folder=folder),
+                          int8_plan="accurate")  # fmt: skip
         images = [sample_image(40, 56, seed=s) for s in (5, 6, 7, 8)]
 
         async def both_workers() -> list[httpx.Response]:
