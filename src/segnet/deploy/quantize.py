@@ -64,9 +64,7 @@ class FloatConvs(NamedTuple):
 
 
 FAST = FloatConvs(first=2, last=1)  # the image's and the next convolution, and the classifier
-ACCURATE_LAST = (
-    2  # the accurate plan's trailing fp32 convolutions: the classifier and the one before
-)
+ACCURATE_LAST = 2  # accurate keeps the classifier and the convolution before it fp32
 
 
 def calibration_arrays(calibration: Iterable[Tensor] | None) -> list[np.ndarray]:
