@@ -186,9 +186,11 @@ def _runners(
         )  # fmt: skip
         torch_row = optimized.backend == "torch"
         trainable = copy_for_training(model, channels_last=train_layout) if torch_row else None
-        notes = ["auto"] * (backend == "auto") + [f"{optimized.int8_plan} plan"] * bool(
-            optimized.int8_plan
-        )
+        notes = []  # e.g. "openvino (auto, fast plan)"
+        if backend == "auto":
+            notes.append("auto")
+        if optimized.int8_plan:
+            notes.append(f"{optimized.int8_plan} plan")
         label = "ours" if torch_row else optimized.backend
         label += f" ({', '.join(notes)})" if notes else ""
         runners.append(Runner(label, optimized, trainable, images.contiguous(memory_format=layout),

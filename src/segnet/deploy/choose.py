@@ -7,8 +7,9 @@ once and cached, and never one whose labels disagree with eager fp32.
 * Ranking: median time of 3 forwards per candidate, the candidates alternating (a machine busy
   with other work slows all alike), at the size of the first calibration batch, else
   1x3x360x480. Cached in ``<user cache>/segnet/backends.json`` under the model (class,
-  parameter count), the input shape, the candidates, the CPU model, the thread count and the
-  torch and engine versions: a later call with the same key builds only the winner.
+  parameter count), the input shape, the candidates, the CPU model, the thread count, the
+  torch and engine versions and, with int8 candidates, the int8 plan: a later call with the
+  same key builds only the winner. int8 candidates keep ``int8_plan``'s convolutions fp32.
 * Agreement: the winner's labels are compared with eager fp32 on the check images (the last
   calibration batches, else one random input); below ``AGREEMENT_FLOOR`` of the pixels the next
   in the ranking is tried, and torch fp32 is the last resort.
