@@ -9,8 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..data.base import SegmentationDataset
-from ..deploy.quantize import check_int8_plan
-from ..deploy.runtime import DEFAULT_INT8_PLAN, resolve_device
+from ..deploy.runtime import DEFAULT_INT8_PLAN, check_int8_plan, resolve_device
 from ..errors import ArgumentError
 from ..models import model_entry
 from .measure import benchmark_model

@@ -32,13 +32,7 @@ from torch import Tensor, nn
 from ..errors import ArgumentError, SegNetError
 from .export import export_onnx_any_size
 from .optimize import OptimizedModel, optimize_torch
-from .quantize import (
-    calibration_arrays,
-    check_int8_plan,
-    float_plan,
-    quantize_onnx,
-    quantize_openvino,
-)
+from .quantize import calibration_arrays, float_plan, quantize_onnx, quantize_openvino
 from .runtime import DEFAULT_INT8_PLAN, resolve_precision
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -117,7 +111,6 @@ def build_backend(
     """``optimize_for_inference`` for every backend but plain torch fp32/bf16/fp16."""
     if backend not in BACKENDS:
         raise ArgumentError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    check_int8_plan(int8_plan)
     resolved = resolve_precision(precision, device)  # int8 on CUDA fails here
     if device.type != "cpu":
         if backend not in ("auto", "torch"):

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from .runtime import DEFAULT_INT8_PLAN, resolve_precision
+from .runtime import DEFAULT_INT8_PLAN, check_int8_plan, resolve_precision
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _KEEP_FP32 = (nn.LocalResponseNorm,)  # sums of squares of 0-255 inputs overflow fp16
@@ -165,6 +165,7 @@ def optimize_for_inference(
     """
     if isinstance(model, OptimizedModel):
         return model
+    check_int8_plan(int8_plan)  # on every backend: a misspelt plan is never silently ignored
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")

@@ -13,7 +13,7 @@ shipped SegNet-Basic weights; ``benchmarks/README.md``):
   outputs, so its pools see float values; ONNX Runtime's int8 convolution (QLinearConv) must
   quantize its output, so there the pools compare 8-bit values (ReLU folded into the range:
   0.2% fewer pixels agree than with OpenVINO);
-* which convolutions stay fp32 is the *plan* (:data:`INT8_PLANS`, :func:`float_plan`):
+* which convolutions stay fp32 is the *plan* (:data:`.runtime.INT8_PLANS`, :func:`float_plan`):
   ``"fast"`` (the default) keeps the first two and the classifier. The first reads the image
   itself (3 channels, a small share of the work); SegNet-Basic's second reads the first pooled
   map, the most sensitive activation to quantize (0.26% of pixels off on its own, the next
@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from ..errors import ArgumentError, SegNetError
 from ..files import atomic_path
 from .export import prepare
-from .runtime import INT8_PLANS, cpu_has_vnni
+from .runtime import check_int8_plan, cpu_has_vnni
 
 CALIBRATION_IMAGES = 32  # default number of calibration images (CLI)
 
@@ -119,12 +119,6 @@ def activation_ranges(
         for handle in handles:
             handle.remove()
     return {name: tuple(float(np.mean(column)) for column in zip(*v)) for name, v in seen.items()}
-
-
-def check_int8_plan(plan: str) -> str:
-    if plan not in INT8_PLANS:
-        raise ArgumentError("int8_plan", f"must be one of {', '.join(INT8_PLANS)}, got {plan!r}")
-    return plan
 
 
 def float_plan(model: nn.Module, arrays: Sequence[np.ndarray], plan: str) -> FloatConvs:

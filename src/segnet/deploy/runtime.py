@@ -27,6 +27,12 @@ INT8_PLANS = ("fast", "accurate")
 DEFAULT_INT8_PLAN = "fast"
 
 
+def check_int8_plan(plan: str) -> str:
+    if plan not in INT8_PLANS:
+        raise ArgumentError("int8_plan", f"must be one of {', '.join(INT8_PLANS)}, got {plan!r}")
+    return plan
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
