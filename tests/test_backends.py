@@ -19,7 +19,12 @@ from segnet.cli import main
 from segnet.data.base import normalize
 from segnet.data.io import read_image
 from segnet.deploy import choose
-from segnet.deploy.backends import EngineModel, engine_installed, installed_backends
+from segnet.deploy.backends import (
+    BACKEND_PRECISIONS,
+    EngineModel,
+    engine_installed,
+    installed_backends,
+)
 from segnet.deploy.export import export_onnx_any_size, read_metadata
 
 SIZE = (180, 240)  # CamVid at half resolution: real content, a quarter of the work
@@ -265,6 +270,17 @@ def test_auto_picks_an_installed_backend_and_caches_the_ranking(
     monkeypatch.setattr(choose, "time_candidates", measure_again)
     again = optimize_for_inference(model, backend="auto", precision="fp32", calibration=calibration)
     assert again.backend == first.backend and "cached" in again.chosen
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_auto_candidates_add_bf16_only_on_cpus_with_amx(amx, monkeypatch) -> None:
+    monkeypatch.setattr(choose, "cpu_has_amx", lambda: amx)
+    found = choose.candidates("auto", calibrated=True)
+    precisions = {p for _, p in found}
+    assert ("bf16" in precisions) == amx
+    assert ("int8" in precisions) == (set(installed_backends()) != {"torch"})
+    assert all(p in BACKEND_PRECISIONS[b] for b, p in found)
+    assert {p for _, p in choose.candidates("fp32", calibrated=True)} == {"fp32"}
 
 
 def test_auto_skips_a_candidate_that_disagrees(model_factory, tmp_path, monkeypatch) -> None:

@@ -32,13 +32,24 @@ def test_input_model_is_left_untouched() -> None:
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_is_opt_in() -> None:
-    # bf16 lost to fp32 on every CPU measured, AVX512-BF16 included (deploy/runtime.py).
+def test_auto_precision_is_fp32_on_cpu_and_bf16_is_opt_in(monkeypatch) -> None:
+    # Inference keeps fp32 labels by default, AMX or not (deploy/runtime.py).
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
     model = segnet.build_model("segnet_basic", num_classes=3)
     assert optimize_for_inference(model).precision == "fp32"
     optimized = optimize_for_inference(model, precision="bf16")
     assert optimized.precision == "bf16"
     assert next(optimized.model.parameters()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_training_precision_is_bf16_only_on_cpus_with_amx(monkeypatch, amx, expected) -> None:
+    # bf16 training paid only with AMX (3.4x our fp32 step there); without it bf16 was slower.
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+    cpu = torch.device("cpu")
+    assert runtime.resolve_precision("auto", cpu, training=True) == expected
+    assert runtime.resolve_precision("auto", cpu) == "fp32"
+    assert runtime.resolve_precision("fp32", cpu, training=True) == "fp32"  # explicit wins
 
 
 @pytest.mark.parametrize("avx512, expected", [(True, True), (False, False)])

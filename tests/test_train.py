@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import write_folder_dataset
 from segnet import SegNetError
 from segnet.data.transforms import PadCollate
+from segnet.deploy import runtime
 from segnet.engine.averaging import FILE as AVERAGED_FILE
 from segnet.engine.averaging import WeightAverage, window_start
 from segnet.engine.checkpoint import load_model, read_checkpoint
@@ -88,6 +89,17 @@ def test_fit_writes_checkpoints_and_log(tiny_folder, tmp_path) -> None:
     assert result["best"]["miou"] == max(logged.values()) == best["metrics"]["miou"]
     assert best["epoch"] == result["best"]["epoch"] and logged[best["epoch"]] == max(
         logged.values()
+    )
+
+
+def test_auto_precision_trains_in_bf16_on_a_cpu_with_amx(
+    tiny_folder, tmp_path, monkeypatch
+) -> None:
+    # deploy/runtime.py: bf16 autocast ran a SegNet step 3.4x fp32 on a Xeon with AMX
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: True)
+    fit(_config(tiny_folder, tmp_path / "amx", epochs=1, max_batches=1, precision="auto"))
+    assert (
+        json.loads((tmp_path / "amx" / "summary.json").read_text())["start"]["precision"] == "bf16"
     )
 
 

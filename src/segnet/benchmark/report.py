@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from ..deploy.runtime import cpu_has_native_bf16, cpu_name
+from ..deploy.runtime import cpu_has_amx, cpu_has_native_bf16, cpu_name
 
 
 def environment(
@@ -18,6 +18,7 @@ def environment(
         "device": device.type, "size": list(size), "batch": batch, "repeats": repeats, "compile": compile,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu_name(),
         "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_amx": cpu_has_amx(),
         "thp_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0"),
     }  # fmt: skip
     if device.type == "cuda":
@@ -41,7 +42,8 @@ def format_table(report: dict) -> str:
     env = report["environment"]
     lines = [
         f"{env['size'][0]}x{env['size'][1]}, batch {env['batch']}, {env['device']} ({env['cpu']}, "
-        f"{env['threads']} threads, native bf16: {env['cpu_native_bf16']}), torch {env['torch']}, "
+        f"{env['threads']} threads, native bf16: {env['cpu_native_bf16']}, "
+        f"AMX: {env.get('cpu_amx', '?')}), torch {env['torch']}, "
         f"median of {env['repeats']} repeat(s); sizes and memory in MB (1e6 bytes)",
     ]
     header = ["model", "impl", "prec"] + [h for _, h, _ in _COLUMNS]

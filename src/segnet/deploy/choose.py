@@ -1,9 +1,10 @@
 """``backend="auto"``: the fastest installed backend for this model on this machine, measured
 once and cached, and never one whose labels disagree with eager fp32.
 
-* Candidates: every installed backend in fp32 (``precision`` "auto" or "fp32"), and int8 on
-  every installed engine when ``calibration`` images are given ("auto" or "int8"); an explicit
-  "bf16" tries the backends that run it.
+* Candidates: every installed backend in fp32 (``precision`` "auto" or "fp32"); for "auto" on
+  a CPU with AMX also bf16 (torch, OpenVINO: 4-7x fp32 there, measured) and, when
+  ``calibration`` images are given, int8 on every installed engine ("auto" or "int8"); an
+  explicit "bf16" tries the backends that run it.
 * Ranking: median time of 3 forwards per candidate, the candidates alternating (a machine busy
   with other work slows all alike), at the size of the first calibration batch, else
   1x3x360x480. Cached in ``<user cache>/segnet/backends.json`` under the model (class,
@@ -34,7 +35,7 @@ from ..metrics import pixel_agreement
 from .backends import BACKEND_PRECISIONS, ENGINES, build_engine, installed_backends
 from .optimize import OptimizedModel, optimize_torch
 from .quantize import calibration_arrays
-from .runtime import DEFAULT_INT8_PLAN, cpu_name
+from .runtime import DEFAULT_INT8_PLAN, cpu_has_amx, cpu_name
 
 AGREEMENT_FLOOR = 0.995  # share of pixels labelled as eager fp32 labels them
 TIMING_SIZE = (360, 480)  # CamVid; timing size when no calibration images are given
@@ -48,7 +49,8 @@ def cache_path() -> Path:
 
 
 def candidates(precision: str, *, calibrated: bool) -> list[Candidate]:
-    wanted = {"auto": ["fp32"] + (["int8"] if calibrated else [])}.get(precision, [precision])
+    auto = ["fp32"] + (["bf16"] if cpu_has_amx() else []) + (["int8"] if calibrated else [])
+    wanted = {"auto": auto}.get(precision, [precision])
     found = [(b, p) for p in wanted for b in installed_backends() if p in BACKEND_PRECISIONS[b]]
     if not found:
         raise ArgumentError("precision", f"{precision}: no installed backend runs it")

@@ -81,7 +81,7 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
     """Data, model, optimizer and schedule for ``config``; restored from ``state`` (a
     ``last.pt`` payload) when resuming. Local to this process: no collective."""
     device = group.device(config.device)
-    precision = resolve_precision(config.precision, device)
+    precision = resolve_precision(config.precision, device, training=True)
     train_set, val_set = training_splits(config)
     if DATASETS[config.dataset].needs_root:  # files on disk: read each once before epoch 1
         verify_before_training(train_set, val_set)
