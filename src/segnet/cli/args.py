@@ -103,8 +103,9 @@ def add_calibration_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--int8-plan", default=DEFAULT_INT8_PLAN, choices=INT8_PLANS,
         help="int8: which convolutions stay fp32 -- fast: the first two and the classifier; "
-        "accurate: the first two pooling stages and the last two (more pixels labelled as fp32, "
-        "18-33%% slower on SegNet; SegNet-Basic gains nothing); default %(default)s",
+        "accurate: every one reading a map at full or half resolution, the first two pooling "
+        "and the last two unpooling stages (more pixels labelled as fp32, slower; SegNet-Basic "
+        "gains nothing); default %(default)s",
     )  # fmt: skip
 
 

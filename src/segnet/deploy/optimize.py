@@ -157,8 +157,9 @@ def optimize_for_inference(
     ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
     (N, C, H, W) normalized image tensors, e.g. 32 training images).
     ``int8_plan``: which convolutions int8 keeps fp32: ``"fast"`` (the first two and the
-    classifier) or ``"accurate"`` (the first two pooling stages and the last two: more of the
-    fp32 labels kept, 18-33% slower on SegNet; :mod:`.quantize`).
+    classifier) or ``"accurate"`` (every convolution reading a map at full or half resolution:
+    the first two pooling and the last two unpooling stages; more of the fp32 labels kept,
+    slower; :mod:`.quantize`).
     ``device`` defaults to the model's. ``compile=True`` (torch backend) wraps the network in
     ``torch.compile`` (measure first: it pays off only for many images of one size). The input
     model is left untouched.

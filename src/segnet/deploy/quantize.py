@@ -20,14 +20,18 @@ shipped SegNet-Basic weights; ``benchmarks/README.md``):
   0.20%); the classifier's outputs are the logits the labels come from. OpenVINO, 20 CamVid
   val images, shipped SegNet-Basic: first and last float 99.60% of pixels as fp32, first two
   and last 99.70% (with the overflow fix off, below), at 0.88x the speed on SegNet (VGG16).
-  ``"accurate"`` keeps every convolution of the first two pooling stages (those reading maps at
-  full or half the image's resolution, whose outputs the first two pools compare to set the
-  finest switches) and the last two. On a SegNet trained on CamVid (24.7 val mIoU; 40 val
-  images) the fast plan labels 98.48% of pixels as fp32, the accurate one 99.60%, for 18-33% more
-  time: conv 3 (reading the first pooled map) or 4 alone fp32 gave 98.76% / 98.66%, both
-  99.47%. SegNet-Basic's fast plan already keeps its first two stages (one convolution each);
-  accurate adds its full-resolution 7x7 decoder convolution: 99.625% against 99.621% of all
-  101 val images, for about twice the time -- fast is its plan;
+  ``"accurate"`` keeps every convolution that reads a map at full or half the image's
+  resolution (:func:`fine_convs`): the encoder's first two pooling stages, whose outputs the
+  first two pools compare to set the finest switches, and the decoder's last two unpooling
+  stages, which draw the boundaries at those resolutions -- SegNet's first four and last four,
+  SegNet-Basic's first two and last three. On a SegNet trained on CamVid (Zen 4, 24.7 val mIoU;
+  40 val images) the fast plan labelled 98.48% of pixels as fp32; conv 3 (reading the first
+  pooled map) or 4 alone fp32 gave 98.76% / 98.66%, both 99.47%, and with the last two 99.60%.
+  On another (AMX Xeon, 28.8 val mIoU) that first-four-and-last-two plan gave 99.43% and the
+  last four instead 99.58%, for 17% more time there (benchmarks/README.md). SegNet-Basic's fast
+  plan already keeps its first two stages (one convolution each): 99.621% of all 101 val images
+  against 99.625% with its full-resolution 7x7 decoder convolution added, for about twice the
+  time -- fast is its plan;
 * the convolutions are told apart by position in execution order, the same in the torch
   model, the exported graph and OpenVINO's model (every encoder runs its first stages in a
   line);
@@ -64,7 +68,6 @@ class FloatConvs(NamedTuple):
 
 
 FAST = FloatConvs(first=2, last=1)  # the image's and the next convolution, and the classifier
-ACCURATE_LAST = 2  # accurate keeps the classifier and the convolution before it fp32
 
 
 def calibration_arrays(calibration: Iterable[Tensor] | None) -> list[np.ndarray]:
@@ -123,18 +126,18 @@ def activation_ranges(
 
 def float_plan(model: nn.Module, arrays: Sequence[np.ndarray], plan: str) -> FloatConvs:
     """The convolutions ``plan`` keeps fp32 for ``model`` (module docstring); "accurate"
-    measures the model's stages with one forward of the first calibration batch."""
+    measures the model's resolutions with one forward of the first calibration batch."""
     if check_int8_plan(plan) == "fast":
         return FAST
-    return FloatConvs(
-        first=max(FAST.first, leading_fine_convs(model, arrays[0])), last=ACCURATE_LAST
-    )
+    fine = fine_convs(model, arrays[0])
+    return FloatConvs(first=max(FAST.first, fine.first), last=max(FAST.last, fine.last))
 
 
 @torch.no_grad()
-def leading_fine_convs(model: nn.Module, images: np.ndarray) -> int:
-    """How many convolutions, from the first in execution order, read a map at full or half
-    the resolution of ``images`` (N, C, H, W): the first two pooling stages of an encoder."""
+def fine_convs(model: nn.Module, images: np.ndarray) -> FloatConvs:
+    """How many convolutions at each end, in execution order, read a map at full or half the
+    resolution of ``images`` (N, C, H, W): an encoder's first two pooling stages and a
+    decoder's last two unpooling stages (the classifier included)."""
     net, heights = prepare(model), []
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
@@ -143,7 +146,9 @@ def leading_fine_convs(model: nn.Module, images: np.ndarray) -> int:
     height = images.shape[-2]
     # Pooled once: H/2 (ceil); pooled twice: H/4 or a little more -- a third tells them apart.
     fine = [3 * h > height for h in heights]
-    return fine.index(False) if False in fine else len(fine)
+    if all(fine):  # never pooled: every convolution is "fine"
+        return FloatConvs(first=len(fine), last=0)
+    return FloatConvs(first=fine.index(False), last=fine[::-1].index(False))
 
 
 def float_convs(names: Sequence[str], kept: FloatConvs) -> list[str]:
