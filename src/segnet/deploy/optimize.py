@@ -6,8 +6,9 @@ What it does, each step measured on CPU (see ``benchmarks/README.md``):
 * folds every BatchNorm into the convolution before it (``W' = W * g / s``, ``b' = (b - m) * g / s
   + beta`` with ``s = sqrt(var + eps)``): one pass over each feature map less, and no BN buffers;
 * runs in channels_last (NHWC), the layout oneDNN convolutions and the index pooling prefer;
-* picks the precision: ``"auto"`` is fp16 on CUDA and fp32 on CPU, where bf16 was slower on
-  every CPU measured (``engine/runtime.py``); ``"bf16"`` is there to try on CPUs with AMX.
+* picks the precision: ``"auto"`` is fp16 on CUDA and fp32 on CPU (``deploy/runtime.py``):
+  bf16 was slower than fp32 on CPUs without AMX, and on a Xeon with AMX 3.6-4x faster but
+  moving 0.4-2.4% of the labels, so ``"bf16"`` is asked for, not assumed.
   Reduced precision casts the weights once; layers that overflow in fp16 (LRN on 0-255 input)
   stay fp32;
 * optionally ``compile=True``: ``torch.compile`` (fuses the pooling/unpooling elementwise ops;
@@ -152,8 +153,8 @@ def optimize_for_inference(
     ``"openvino"`` (CPU engines, extras ``segnet[onnx]`` / ``segnet[openvino]``; any N, H, W),
     or ``"auto"``: the fastest installed one for this model on this machine, measured once and
     cached, whose labels agree with eager fp32 (:mod:`.choose`).
-    ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA; with ``backend="auto"`` and
-    ``calibration``, int8 too where it is faster and agrees), ``"fp32"``, ``"bf16"``,
+    ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA; with ``backend="auto"``, bf16 too on
+    CPUs with AMX and, with ``calibration``, int8, where faster and agreeing), ``"fp32"``, ``"bf16"``,
     ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
     (N, C, H, W) normalized image tensors, e.g. 32 training images).
     ``int8_plan``: which convolutions int8 keeps fp32: ``"fast"`` (the first two and the
