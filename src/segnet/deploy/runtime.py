@@ -5,11 +5,12 @@ bf16 autocast on CPUs with AMX, fp32 on others. Measured (``benchmarks/README.md
 EPYC (emulated bf16) convolutions were ~100x slower than fp32, and on an AVX512-BF16 Xeon without
 AMX a 3x3 convolution was 1.2-2x slower and SegNet inference 0.65-0.82x the fp32 speed; on a Xeon
 with AMX a SegNet training step ran 3.4x our fp32 step in bf16 (4.2x the plain PyTorch SegNet),
-and the CPU recipe's held-out twin trained 6x faster than in fp32 on a Zen 4 to the same figures
-(mIoU 31.8 against 31.9 on the held-out drive; docs/results.md). bf16 inference is opt-in even there (``--precision bf16``: 3.6x fp32 with
-torch, 6.3x with OpenVINO) because it moves some labels off the fp32 ones; ``backend="auto"``
-tries it on AMX CPUs and keeps it only where it agrees (``choose.py``). All threads are used on
-CPU (PyTorch's default is the physical core count).
+and the CPU recipe's held-out twin trained 6x faster than in fp32 on a Zen 4 to the same
+figures (mIoU 31.8 against 31.9 on the held-out drive; docs/results.md). bf16 inference is
+opt-in even there (``--precision bf16``: 3.6x fp32 with torch, 6.3x with OpenVINO) because it
+moves some labels off the fp32 ones; ``backend="auto"`` tries it on AMX CPUs and keeps it only
+where it agrees (``choose.py``). All threads are used on CPU (PyTorch's default is the physical
+core count).
 """
 
 from __future__ import annotations
