@@ -43,7 +43,7 @@ def format_table(report: dict) -> str:
     lines = [
         f"{env['size'][0]}x{env['size'][1]}, batch {env['batch']}, {env['device']} ({env['cpu']}, "
         f"{env['threads']} threads, native bf16: {env['cpu_native_bf16']}, "
-        f"AMX: {env.get('cpu_amx', '?')}), torch {env['torch']}, "
+        f"AMX: {env['cpu_amx']}), torch {env['torch']}, "
         f"median of {env['repeats']} repeat(s); sizes and memory in MB (1e6 bytes)",
     ]
     header = ["model", "impl", "prec"] + [h for _, h, _ in _COLUMNS]

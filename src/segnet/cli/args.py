@@ -72,7 +72,8 @@ def add_runtime_flags(
     p.add_argument("--device", default=device, help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--precision", default="auto", choices=INFERENCE_PRECISIONS if engines else PRECISIONS,
-        help="auto: fp32 on CPU (bf16 was slower on every CPU measured), fp16 on CUDA"
+        help="auto: fp32 on CPU (bf16 moves labels and pays only on CPUs with AMX: ask for it), "
+        "fp16 on CUDA"
         + ("; int8: CPU engines, calibrated on training images" if engines else ""),
     )  # fmt: skip
     if engines:

@@ -73,7 +73,10 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda is cuda:LOCAL_RANK)"
     )
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="auto (default): fp16 AMP on CUDA, bf16 autocast on CPUs with AMX, else fp32",
+    )  # fmt: skip
     _add_scale_flags(p)
     p.set_defaults(run=run_train)
 

@@ -154,8 +154,8 @@ def optimize_for_inference(
     or ``"auto"``: the fastest installed one for this model on this machine, measured once and
     cached, whose labels agree with eager fp32 (:mod:`.choose`).
     ``precision``: ``"auto"`` (fp32 on CPU, fp16 on CUDA; with ``backend="auto"``, bf16 too on
-    CPUs with AMX and, with ``calibration``, int8, where faster and agreeing), ``"fp32"``, ``"bf16"``,
-    ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
+    CPUs with AMX and, with ``calibration``, int8, where faster and agreeing), ``"fp32"``,
+    ``"bf16"``, ``"fp16"`` (CUDA) or ``"int8"`` (CPU engines; needs ``calibration``: an iterable of
     (N, C, H, W) normalized image tensors, e.g. 32 training images).
     ``int8_plan``: which convolutions int8 keeps fp32: ``"fast"`` (the first two and the
     classifier) or ``"accurate"`` (every convolution reading a map at full or half resolution:

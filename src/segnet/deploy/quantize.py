@@ -28,7 +28,7 @@ shipped SegNet-Basic weights; ``benchmarks/README.md``):
   40 val images) the fast plan labelled 98.48% of pixels as fp32; conv 3 (reading the first
   pooled map) or 4 alone fp32 gave 98.76% / 98.66%, both 99.47%, and with the last two 99.60%.
   On another (AMX Xeon, 28.8 val mIoU) that first-four-and-last-two plan gave 99.43% and the
-  last four instead 99.58%, for 17% more time there (benchmarks/README.md). SegNet-Basic's fast
+  last four instead 99.58%, for 17-30% more time there (benchmarks/README.md). SegNet-Basic's fast
   plan already keeps its first two stages (one convolution each): 99.621% of all 101 val images
   against 99.625% with its full-resolution 7x7 decoder convolution added, for about twice the
   time -- fast is its plan;
