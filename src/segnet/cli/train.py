@@ -70,13 +70,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
     )
-    p.add_argument(
-        "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda is cuda:LOCAL_RANK)"
-    )
-    p.add_argument(
-        "--precision", choices=PRECISIONS,
-        help="auto (default): fp16 AMP on CUDA, bf16 autocast on CPUs with AMX, else fp32",
-    )  # fmt: skip
+    _add_device_flags(p)
     _add_scale_flags(p)
     p.set_defaults(run=run_train)
 
@@ -93,6 +87,17 @@ def _add_split_flags(p: argparse.ArgumentParser) -> None:
         help="--dataset synthetic: N training scenes (val: a quarter, at least 8)",
     )  # fmt: skip
     p.add_argument("--synthetic-size", type=int, nargs=2, metavar=("H", "W"))
+
+
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    """Where a run computes, and in what precision."""
+    p.add_argument(
+        "--device", help="auto, cpu, cuda or cuda:N (under torchrun: cuda is cuda:LOCAL_RANK)"
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS,
+        help="auto (default): fp16 AMP on CUDA, bf16 autocast on CPUs with AMX, else fp32",
+    )  # fmt: skip
 
 
 def _add_scale_flags(p: argparse.ArgumentParser) -> None:
