@@ -6,9 +6,8 @@ What it does, each step measured on CPU (see ``benchmarks/README.md``):
 * folds every BatchNorm into the convolution before it (``W' = W * g / s``, ``b' = (b - m) * g / s
   + beta`` with ``s = sqrt(var + eps)``): one pass over each feature map less, and no BN buffers;
 * runs in channels_last (NHWC), the layout oneDNN convolutions and the index pooling prefer;
-* picks the precision: ``"auto"`` is fp16 on CUDA and fp32 on CPU (``deploy/runtime.py``):
-  bf16 was slower than fp32 on CPUs without AMX, and on a Xeon with AMX 3.6-4x faster but
-  moving 0.4-2.4% of the labels, so ``"bf16"`` is asked for, not assumed.
+* picks the precision: ``"auto"`` is fp16 on CUDA and fp32 on CPU; ``"bf16"`` is asked for,
+  not assumed (slower without AMX, faster with it but moving some labels: ``deploy/runtime.py``).
   Reduced precision casts the weights once; layers that overflow in fp16 (LRN on 0-255 input)
   stay fp32;
 * optionally ``compile=True``: ``torch.compile`` (fuses the pooling/unpooling elementwise ops;
