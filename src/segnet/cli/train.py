@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..data import SegmentationDataset
+from ..data.stats import WEIGHTING
 from ..deploy.runtime import PRECISIONS
-from ..engine.config import OPTIMIZERS, SCHEDULES
+from ..engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..engine.distributed import DEFAULT_TIMEOUT_S, Distributed
 from ..errors import SegNetError
 from ..files import check_output_file
@@ -47,7 +48,8 @@ def add_train(sub: Subparsers) -> None:
         "BN statistics recomputed over the training images, validated (0: off, the default)",
     )  # fmt: skip
     p.add_argument(
-        "--class-weights", help="median (default), median_sqrt, natural, none, or a JSON file"
+        "--class-weights",
+        help=f"{', '.join(WEIGHTING)} (default: {TrainConfig.class_weights}), or a JSON file of per-class weights",
     )
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--scale", type=float, nargs=2, metavar=("MIN", "MAX"))
@@ -131,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, group: Distributed) -> int:
-    from ..engine.config import TrainConfig, read_yaml
+    from ..engine.config import read_yaml
     from ..engine.runs import new_run_dir
     from ..engine.train import fit
 

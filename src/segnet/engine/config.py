@@ -92,7 +92,7 @@ class TrainConfig:
     # Weight averaging (averaging.py): mean of the weights at the ends of the last N epochs,
     # BN recomputed, validated and saved as averaged.pt; 0: off.
     average_last: int = 0
-    class_weights: str = "median"  # median | natural | none | FILE
+    class_weights: str = "median"  # data/stats.py WEIGHTING, or a JSON file
     crop: list[int] | None = None  # [H, W] random crop; None trains on whole images
     scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random scale range
     hflip: bool = False  # the paper trained without augmentation
