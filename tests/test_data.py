@@ -10,9 +10,17 @@ import torch
 from PIL import Image
 
 from segnet import SegNetError
-from segnet.data import CamVid, open_dataset
+from segnet.data import CamVid, open_dataset, transforms
+from segnet.data.base import standardize
 from segnet.data.stats import class_pixel_counts, median_frequency_weights, resolve_class_weights
-from segnet.data.transforms import Augment, AugmentedDataset
+from segnet.data.transforms import (
+    Augment,
+    AugmentedDataset,
+    Photometric,
+    ResidentDataset,
+    _nearest,
+)
+from segnet.errors import ArgumentError
 
 
 def _camvid_tree(root: Path, names=("a", "b"), *, with_list=True) -> Path:
@@ -81,13 +89,62 @@ def test_folder_errors(tmp_path) -> None:
 
 def test_augment_keeps_labels_exact() -> None:
     rng = np.random.default_rng(0)
-    mask = rng.integers(0, 5, (40, 60), dtype=np.uint8)
-    image = np.repeat(mask[..., None] * 50, 3, axis=2).astype(np.uint8)
+    mask = torch.from_numpy(rng.integers(0, 5, (40, 60), dtype=np.uint8))
+    image = (mask * 50).expand(3, -1, -1)
     augment = Augment(crop_size=(32, 48), scale_range=(0.5, 1.5), hflip=True, ignore_index=255)
     for seed in range(10):
         out_image, out_mask = augment(image, mask, np.random.default_rng(seed))
-        assert out_mask.shape == (32, 48) and out_image.shape == (32, 48, 3)
-        assert set(np.unique(out_mask)) <= {0, 1, 2, 3, 4, 255}  # nearest neighbour: no new labels
+        assert out_mask.shape == (32, 48) and out_image.shape == (3, 32, 48)
+        assert out_mask.dtype == torch.int64 and out_image.dtype == torch.float32
+        assert set(out_mask.unique().tolist()) <= {0, 1, 2, 3, 4, 255}  # nearest: no new labels
+
+
+def test_nearest_resize_reads_window_centres() -> None:
+    mask = torch.arange(6, dtype=torch.uint8).view(2, 3)
+    assert _nearest(mask, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+    assert _nearest(torch.arange(10, dtype=torch.uint8).view(1, 10), (1, 4)).tolist() == [
+        [1, 3, 6, 8]  # source column floor((i + 0.5) * 10 / 4)
+    ]
+
+
+def test_augment_pads_small_images_with_void() -> None:
+    image = torch.full((3, 10, 12), 200, dtype=torch.uint8)
+    mask = torch.ones(10, 12, dtype=torch.uint8)
+    out_image, out_mask = Augment(crop_size=(16, 16), hflip=False)(
+        image, mask, np.random.default_rng(0)
+    )
+    assert (
+        out_mask.shape == (16, 16)
+        and (out_mask[10:] == 255).all()
+        and (out_mask[:, 12:] == 255).all()
+    )
+    assert torch.allclose(out_image[:, 10:], standardize(torch.zeros(3, 6, 16)))  # black
+
+
+def test_resident_dataset_gives_the_loaders_samples(tiny_folder) -> None:
+    base = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    augment = Augment(
+        crop_size=(24, 40),
+        scale_range=(0.75, 1.25),
+        photometric=Photometric(0.3, 0.3, 0.3, 0.03, 0.5),
+    )
+    loader = AugmentedDataset(base, augment, seed=4)
+    resident = ResidentDataset(base, augment, seed=4, device=torch.device("cpu"))
+    for epoch in (0, 3):
+        loader.set_epoch(epoch)
+        resident.set_epoch(epoch)
+        for index in range(len(base)):
+            image, mask = resident[index]
+            assert torch.equal(image, loader[index][0]) and torch.equal(mask, loader[index][1])
+    image, mask = resident.raw(0)
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 48) and mask.shape == (32, 48)
+
+
+def test_resident_dataset_refuses_what_does_not_fit(tiny_folder, monkeypatch) -> None:
+    base = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    monkeypatch.setattr(transforms, "_free_bytes", lambda device: 1000)
+    with pytest.raises(ArgumentError, match=r"^device_augment.*4 training images need"):
+        ResidentDataset(base, Augment(), seed=0, device=torch.device("cpu"))
 
 
 def test_augmented_dataset_is_reproducible_per_epoch(tiny_folder) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import write_folder_dataset
 from segnet.cli import main
 from segnet.data import open_dataset
+from segnet.data.base import standardize
 from segnet.data.groups import group_counts, group_of, select_groups, split_groups
 from segnet.data.transforms import Augment, Photometric
 from segnet.engine.checkpoint import read_checkpoint
@@ -98,16 +100,17 @@ def test_cli_groups_and_evaluate_on_groups(sequences, tmp_path, capsys) -> None:
 
 
 def test_photometric_jitter_changes_colours_not_labels() -> None:
-    rng_image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    mask = np.random.default_rng(1).integers(0, 3, (40, 50), dtype=np.uint8)
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 40, 50), dtype=np.uint8))
+    mask = torch.from_numpy(np.random.default_rng(1).integers(0, 3, (40, 50), dtype=np.uint8))
     off = Augment(hflip=False)
     on = Augment(hflip=False, photometric=Photometric(0.3, 0.3, 0.3, 0.05, 0.5))
-    image_off, mask_off = off(rng_image, mask, np.random.default_rng(5))
-    image_on, mask_on = on(rng_image, mask, np.random.default_rng(5))
-    assert np.array_equal(image_off, rng_image) and np.array_equal(mask_on, mask_off)
-    assert image_on.dtype == np.uint8 and np.abs(image_on.astype(int) - rng_image).mean() > 2
-    again, _ = on(rng_image, mask, np.random.default_rng(5))
-    assert np.array_equal(again, image_on)  # seeded: resume-exact
+    image_off, mask_off = off(image, mask, np.random.default_rng(5))
+    image_on, mask_on = on(image, mask, np.random.default_rng(5))
+    assert torch.allclose(image_off, standardize(image.float() / 255))  # no jitter: unchanged
+    assert torch.equal(mask_on, mask_off) and torch.equal(mask_on, mask.long())
+    assert (image_on - image_off).abs().mean() > 0.05
+    again, _ = on(image, mask, np.random.default_rng(5))
+    assert torch.equal(again, image_on)  # seeded: resume-exact
 
 
 @pytest.mark.parametrize(
@@ -116,20 +119,20 @@ def test_photometric_jitter_changes_colours_not_labels() -> None:
         (Photometric(brightness=0.5), lambda a, b: b.mean() != a.mean()),
         (
             Photometric(saturation=0.9),
-            lambda a, b: np.ptp(b, axis=2).mean() != np.ptp(a, axis=2).mean(),
+            lambda a, b: np.ptp(b, axis=0).mean() != np.ptp(a, axis=0).mean(),
         ),
-        (Photometric(hue=0.25), lambda a, b: not np.array_equal(np.argmax(a, 2), np.argmax(b, 2))),
+        (Photometric(hue=0.25), lambda a, b: not np.array_equal(np.argmax(a, 0), np.argmax(b, 0))),
     ],
 )
 def test_each_jitter_does_what_it_says(jitter, check) -> None:
-    image = np.random.default_rng(2).integers(30, 220, (20, 20, 3), dtype=np.uint8)
-    assert check(image.astype(float), jitter(image, np.random.default_rng(3)).astype(float))
+    image = torch.from_numpy(np.random.default_rng(2).uniform(0.12, 0.86, (3, 20, 20)))
+    assert check(image.numpy(), jitter(image, np.random.default_rng(3)).numpy())
 
 
 def test_grey_stays_grey_under_hue_and_saturation() -> None:
-    grey = np.full((4, 4, 3), 128, dtype=np.uint8)
+    grey = torch.full((3, 4, 4), 0.5)
     out = Photometric(saturation=0.5, hue=0.5)(grey, np.random.default_rng(0))
-    assert np.abs(out.astype(int) - 128).max() <= 1
+    assert (out - 0.5).abs().max() <= 1e-5
 
 
 def test_jitter_strengths_are_validated() -> None:

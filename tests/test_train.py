@@ -127,6 +127,22 @@ def test_resume_continues_exactly(tiny_folder, tmp_path) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 
+def test_device_augment_trains_the_same_batches(tiny_folder, tmp_path, capsys) -> None:
+    """Samples decoded once and augmented on the device (here the CPU): the loader's draws and
+    order, so the weights match a loader run's bit for bit -- also when a run switches on resume."""
+    jitter = dict(scale=[0.75, 1.25], brightness=0.3, hue=0.03, gamma=0.5, num_workers=1)
+    fit(_config(tiny_folder, tmp_path / "loader", **jitter), progress=False)
+    fit(_config(tiny_folder, tmp_path / "device", device_augment=True, **jitter))
+    assert "decoded once, augmented on cpu" in capsys.readouterr().out
+    fit(_config(tiny_folder, tmp_path / "switch", epochs=1, **jitter), progress=False)
+    fit(_config(tiny_folder, tmp_path / "switch", device_augment=True, **jitter), resume=True,
+        progress=False)  # fmt: skip
+    a = read_checkpoint(tmp_path / "loader" / "last.pt")["state_dict"]
+    for run in ("device", "switch"):
+        b = read_checkpoint(tmp_path / run / "last.pt")["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), run
+
+
 def test_training_learns(tmp_path) -> None:
     """Coloured class blocks: a few dozen steps must beat chance (mIoU ~0.2) clearly."""
     data = write_folder_dataset(tmp_path / "data", counts={"train": 12, "val": 2})

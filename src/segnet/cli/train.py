@@ -100,6 +100,11 @@ def _add_device_flags(p: argparse.ArgumentParser) -> None:
         "--precision", choices=PRECISIONS,
         help="auto (default): fp16 AMP on CUDA, bf16 autocast on CPUs with AMX, else fp32",
     )  # fmt: skip
+    p.add_argument(
+        "--device-augment", action=argparse.BooleanOptionalAction, default=None,
+        help="decode the training images once, keep them on --device and augment each batch "
+        "there (GPU runs: no CPU loader bottleneck; the same random draws as the loader)",
+    )  # fmt: skip
 
 
 def _add_scale_flags(p: argparse.ArgumentParser) -> None:

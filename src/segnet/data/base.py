@@ -92,7 +92,11 @@ def to_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
     """uint8 (H, W, 3) or (N, H, W, 3) -> float32 channels-first, ImageNet-normalised."""
-    x = image.float().div_(255.0).movedim(-1, -3)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return standardize(image.float().div_(255.0).movedim(-1, -3))
+
+
+def standardize(image: torch.Tensor) -> torch.Tensor:
+    """Float channels-first (..., 3, H, W) in [0, 1] -> ImageNet-normalised, on its device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image - mean) / std

@@ -109,6 +109,9 @@ class TrainConfig:
     channels_last: bool | None = None  # None: auto (CUDA yes; CPU no: slower backward, see runtime)
     device: str = "auto"
     num_workers: int = 1
+    # Decode the training images once, keep them on the training device and augment each batch
+    # there (data/transforms.py ResidentDataset): a GPU run no longer waits on the CPU loader.
+    device_augment: bool = False
     val_every: int = 1
     seed: int = 0
     num_classes: int | None = None  # folder datasets without classes.json
@@ -212,7 +215,7 @@ class TrainConfig:
 # Every other key is the recipe that the restored weights, optimizer, schedule and data order
 # carry; a different value would be ignored or contradicted, so it is refused.
 RESUME_KEYS = ("epochs", "max_batches", "val_every", "num_workers", "device", "precision",
-               "channels_last", "tensorboard")  # fmt: skip
+               "channels_last", "device_augment", "tensorboard")  # fmt: skip
 _PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights")
 
 

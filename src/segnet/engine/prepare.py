@@ -17,7 +17,7 @@ from ..data import DATASETS, open_dataset
 from ..data.base import SegmentationDataset
 from ..data.groups import split_groups
 from ..data.stats import resolve_class_weights
-from ..data.transforms import Augment, AugmentedDataset, PadCollate, Photometric
+from ..data.transforms import Augment, AugmentedDataset, PadCollate, Photometric, ResidentDataset
 from ..data.verify import verify_before_training
 from ..deploy.runtime import resolve_channels_last, resolve_precision
 from .averaging import WeightAverage
@@ -95,7 +95,11 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
             brightness=config.brightness, contrast=config.contrast, saturation=config.saturation,
             hue=config.hue, gamma=config.gamma),
     )  # fmt: skip
-    data = AugmentedDataset(train_set, augment, seed=config.seed)
+    data = (
+        ResidentDataset(train_set, augment, seed=config.seed, device=device)
+        if config.device_augment
+        else AugmentedDataset(train_set, augment, seed=config.seed)
+    )
     steps_per_epoch = max(1, group.shard_size(len(data)) // config.batch_size)
     if config.max_batches:
         steps_per_epoch = min(steps_per_epoch, config.max_batches)
@@ -169,10 +173,12 @@ def epoch_loader(run: Run, epoch: int) -> DataLoader:
     process's shard of it (``DistributedSampler``, seeded by seed and ``set_epoch``)."""
     config, group = run.config, run.group
     collate = PadCollate(ignore_index=run.data.dataset.info.ignore_index)  # mixed sizes: pad
+    # Resident samples are augmented where they live, by the main process: no workers.
+    workers = 0 if isinstance(run.data, ResidentDataset) else config.num_workers
     if not group.enabled:
         return DataLoader(
             run.data, batch_size=config.batch_size, shuffle=True, drop_last=len(run.data) >= config.batch_size,
-            num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
+            num_workers=workers, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
             collate_fn=collate,
         )  # fmt: skip
     sampler = DistributedSampler(
@@ -181,5 +187,5 @@ def epoch_loader(run: Run, epoch: int) -> DataLoader:
     sampler.set_epoch(epoch)
     return DataLoader(
         run.data, batch_size=config.batch_size, sampler=sampler, drop_last=len(sampler) >= config.batch_size,
-        num_workers=config.num_workers, collate_fn=collate,
+        num_workers=workers, collate_fn=collate,
     )  # fmt: skip

@@ -53,6 +53,7 @@ def start_summary(
         "world_size": group.world_size,
         "backend": group.backend(device),
         "threads_per_process": torch.get_num_threads(),
+        "augment_on": str(device) if config.device_augment else "loader",
         "class_weights": config.class_weights,
         "class_weight_values": weights,
         "batch_size": config.batch_size,  # per process
@@ -83,7 +84,8 @@ def format_start(start: dict) -> str:
         f"-> {start['out']}",
         f"  device {start['device']} {start['precision']}, {processes}, "
         f"{start['threads_per_process']} CPU thread(s) per process" + (", sync BN" if start["sync_bn"] else ""),
-        f"  images: {images} ({start['train_images_per_process']} train per process)",
+        f"  images: {images} ({start['train_images_per_process']} train per process); "
+        + _augment_text(start["augment_on"]),
         f"  batch {start['batch_size']} per process, {start['global_batch']} global; "
         f"{start['steps_per_epoch']} steps per epoch, epochs {start['start_epoch'] + 1}-{start['epochs']}",
         f"  {start['optimizer']} lr {start['lr']:g}, {start['schedule']} schedule"
@@ -95,6 +97,12 @@ def format_start(start: dict) -> str:
     if start["tensorboard"]:
         lines.append(f"  TensorBoard: tensorboard --logdir {start['tensorboard']}")
     return "\n".join(lines)
+
+
+def _augment_text(where: str) -> str:
+    if where == "loader":
+        return "augmented by the loader"
+    return f"decoded once, augmented on {where}"
 
 
 def _weights_text(weights: dict[str, float] | None) -> str:
