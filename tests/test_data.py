@@ -188,3 +188,8 @@ def test_class_counts_exclude_void(tmp_path) -> None:
     (tmp_path / "w.json").write_text("[1, 2, 3]")
     with pytest.raises(SegNetError, match="expected 2 non-negative weights"):
         resolve_class_weights(str(tmp_path / "w.json"), data)
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="reads Linux's /proc/meminfo")
+def test_resident_dataset_reads_available_memory_on_linux() -> None:
+    assert 0 < transforms._free_bytes(torch.device("cpu")) < 2**50

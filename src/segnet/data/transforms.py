@@ -16,8 +16,8 @@ not held back by the CPU cores that feed it.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -193,13 +193,18 @@ class ResidentDataset(AugmentedDataset):
 
 
 def _free_bytes(device: torch.device) -> int | None:
-    """Free memory where the samples would live: the GPU's, or the machine's available RAM."""
+    """Free memory where the samples would live: the GPU's, or the machine's available RAM
+    (MemAvailable: free pages plus the page cache the kernel can reclaim); None if unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux: no cheap answer
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:  # not Linux: no cheap answer
         return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # kB
+    return None
 
 
 class PadCollate:
