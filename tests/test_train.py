@@ -12,6 +12,8 @@ import torch.nn.functional as F
 
 from conftest import write_folder_dataset
 from segnet import SegNetError
+from segnet.cli import main
+from segnet.data import transforms
 from segnet.data.transforms import PadCollate
 from segnet.deploy import runtime
 from segnet.engine.averaging import FILE as AVERAGED_FILE
@@ -141,6 +143,18 @@ def test_device_augment_trains_the_same_batches(tiny_folder, tmp_path, capsys) -
     for run in ("device", "switch"):
         b = read_checkpoint(tmp_path / run / "last.pt")["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a), run
+
+
+def test_device_augment_that_does_not_fit_stops_in_one_line(
+    tiny_folder, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(transforms, "_free_bytes", lambda device: 1000)
+    flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3"]
+    out = tmp_path / "run"
+    assert main(["train", *flags, "--out", str(out), "--epochs", "1", "--device-augment"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("segnet: error: --device-augment the 4 training images need about")
+    assert len(err.splitlines()) == 1 and not (out.exists() and any(out.iterdir()))
 
 
 def test_training_learns(tmp_path) -> None:
