@@ -155,7 +155,7 @@ class AugmentedDataset(Dataset):
         return len(self.dataset)
 
     def raw(self, index: int) -> tuple[Tensor, Tensor]:
-        """Sample ``index`` undecorated: uint8 image (3, H, W) and uint8 labels (H, W)."""
+        """Sample ``index`` as decoded, before augmentation: uint8 image (3, H, W), uint8 labels (H, W)."""
         image, mask = self.dataset.load(index)
         image = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
         return image, torch.from_numpy(np.array(mask))
