@@ -129,6 +129,53 @@ def test_resume_continues_exactly(tiny_folder, tmp_path) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 
 
+def test_time_limit_stops_resumable_and_resuming_ends_as_an_uninterrupted_run(
+    tiny_folder, tmp_path, capsys
+) -> None:
+    """A limit shorter than one epoch: the launch still trains one (no epoch is ever skipped
+    for lack of an estimate), saves it, says how to go on; a resume finishes exactly."""
+    fit(_config(tiny_folder, tmp_path / "straight", epochs=3), progress=False)
+    run = tmp_path / "limited"
+    result = fit(_config(tiny_folder, run, epochs=3, time_limit=1e-6))
+    assert result["stopped_at"] == 1 and result["epochs_run"] == 1
+    assert "stopped by the time limit after epoch 1 of 3" in capsys.readouterr().out
+    end = json.loads((run / "summary.json").read_text())["end"]
+    assert end["time_limited"] and end["epochs"] == 1 and end["epochs_planned"] == 3
+    assert read_checkpoint(run / "last.pt")["epoch"] == 1
+    # the limit may change on resume: it says how long a launch runs, not what it learns
+    flags = ["--resume", str(run), "--time-limit", "600", "--num-workers", "0"]
+    assert main(["train", *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "done: 3 epochs" in printed and "continue with" not in printed
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
+    b = read_checkpoint(run / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_checkpoint(run / "last.pt")["train_config"]["time_limit"] == 600
+
+
+def test_time_limit_cli_says_how_to_continue(tiny_folder, tmp_path, capsys) -> None:
+    flags = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3",
+             "--num-workers", "0", "--crop", "32", "32", "--val-every", "2"]  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", *flags, "--out", str(run), "--epochs", "3", "--time-limit", "1e-6"]) == 0
+    printed = capsys.readouterr().out
+    assert "no validation yet" in printed  # stopped before epoch 2's validation
+    assert f"continue with: segnet train --resume {run}" in printed
+    assert main(["train", *flags, "--out", str(tmp_path / "x"), "--time-limit", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "segnet: error: --time-limit must be positive minutes, finite"
+    )
+
+
+def test_time_limit_is_judged_by_the_longest_epoch_so_far() -> None:
+    from segnet.engine.distributed import ALONE
+    from segnet.engine.train import _out_of_time
+
+    assert not _out_of_time(None, elapsed=1e9, longest=1e9, group=ALONE)
+    assert not _out_of_time(1.0, elapsed=50.0, longest=9.0, group=ALONE)  # ends at 59 s of 60
+    assert _out_of_time(1.0, elapsed=50.0, longest=11.0, group=ALONE)  # would end at 61 s
+
+
 def test_device_augment_trains_the_same_batches(tiny_folder, tmp_path, capsys) -> None:
     """Samples decoded once and augmented on the device (here the CPU): the loader's draws and
     order, so the weights match a loader run's bit for bit -- also when a run switches on resume."""

@@ -25,7 +25,7 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--resume", metavar="RUN_DIR",
         help="continue the run in RUN_DIR from last.pt (flags may change only how long, how fast "
-        "and where it runs: --epochs, --max-batches, --val-every, --num-workers, --device, ...)",
+        "and where it runs: --epochs, --max-batches, --val-every, --time-limit, --device, ...)",
     )  # fmt: skip
     p.add_argument("--model")
     add_data_flags(p, default_dataset=None)
@@ -72,6 +72,11 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
     )
+    p.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop before an epoch that would end after MINUTES of this launch (judged by the "
+        "longest epoch so far); the run stays resumable with --resume",
+    )  # fmt: skip
     _add_device_flags(p)
     _add_scale_flags(p)
     p.set_defaults(run=run_train)
@@ -172,10 +177,15 @@ def _train(args: argparse.Namespace, group: Distributed) -> int:
         return 0
     if result["epochs_run"] == 0:
         print(f"{result['out']} has trained all {config.epochs} epochs; extend it with --epochs")
-    print(
-        f"best val mIoU {result['best']['miou']:.4f} (epoch {result['best'].get('epoch')}); "
-        f"checkpoints in {result['out']}"
-    )
+    if result["best"].get("epoch") is None:
+        print(f"no validation yet; checkpoints in {result['out']}")
+    else:
+        print(
+            f"best val mIoU {result['best']['miou']:.4f} (epoch {result['best']['epoch']}); "
+            f"checkpoints in {result['out']}"
+        )
+    if result["stopped_at"] is not None:
+        print(f"continue with: segnet train --resume {result['out']}")
     return 0
 
 

@@ -113,6 +113,9 @@ class TrainConfig:
     # there (data/transforms.py ResidentDataset): a GPU run no longer waits on the CPU loader.
     device_augment: bool = False
     val_every: int = 1
+    # Minutes of wall time for one launch (a resumed launch gets its own): no epoch starts that
+    # would end after them, judged by the longest epoch so far, and the run stops resumable.
+    time_limit: float | None = None
     seed: int = 0
     num_classes: int | None = None  # folder datasets without classes.json
     palette: str | None = None  # folder datasets: classes.json-style file
@@ -152,6 +155,7 @@ class TrainConfig:
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale", "MIN MAX with 0 < MIN <= MAX"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.val_every >= 1, "val_every", "at least 1"),
+            (self.time_limit is None or 0 < self.time_limit < math.inf, "time_limit", "positive minutes, finite"),
             *((0 <= getattr(self, k) < 1, k, "in [0, 1)") for k in ("brightness", "contrast", "saturation")),
             (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
             (0 <= self.gamma < math.inf, "gamma", "0 or more, finite"),
@@ -214,8 +218,8 @@ class TrainConfig:
 # How long, how fast and where a resumed run goes on: the keys it takes from flags or a file.
 # Every other key is the recipe that the restored weights, optimizer, schedule and data order
 # carry; a different value would be ignored or contradicted, so it is refused.
-RESUME_KEYS = ("epochs", "max_batches", "val_every", "num_workers", "device", "precision",
-               "channels_last", "device_augment", "tensorboard")  # fmt: skip
+RESUME_KEYS = ("epochs", "max_batches", "val_every", "time_limit", "num_workers", "device",
+               "precision", "channels_last", "device_augment", "tensorboard")  # fmt: skip
 _PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights")
 
 

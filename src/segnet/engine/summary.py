@@ -112,17 +112,27 @@ def _weights_text(weights: dict[str, float] | None) -> str:
 
 
 def end_summary(
-    *, best: dict, log: Sequence[dict], wall_s: float, epochs_run: int, averaged: dict | None = None
+    *,
+    best: dict,
+    log: Sequence[dict],
+    wall_s: float,
+    epochs_run: int,
+    averaged: dict | None = None,
+    planned: int | None = None,
+    time_limited: bool = False,
 ) -> dict:
     """How the run ended: the best epoch and its val metrics (from its log row), wall time of
     this launch and the training time of every epoch logged; with weight averaging, the
-    averaged weights' val metrics and epochs (``averaged``)."""
+    averaged weights' val metrics and epochs (``averaged``); whether a time limit stopped the
+    launch before the ``planned`` epochs."""
     row = next((r for r in log if int(r["epoch"]) == best.get("epoch")), {})
     metrics = {key: _number(row.get(key)) for _, key in METRICS}
     return {
         "best_epoch": best.get("epoch"),
         "best_metrics": metrics,
         "epochs": len(log),
+        "epochs_planned": planned if planned is not None else len(log),
+        "time_limited": time_limited,
         "epochs_this_launch": epochs_run,
         "wall_s": round(wall_s, 2),
         "train_s": round(sum(_number(r.get("epoch_s")) or 0.0 for r in log), 2),
@@ -139,7 +149,13 @@ def _number(value: object) -> float | None:
 
 
 def format_end(end: dict) -> str:
-    text = f"done: {end['epochs']} epochs, {end['wall_s']:.1f} s wall time"
+    if end.get("time_limited"):
+        text = (
+            f"stopped by the time limit after epoch {end['epochs']} of {end['epochs_planned']}, "
+            f"{end['wall_s']:.1f} s wall time"
+        )
+    else:
+        text = f"done: {end['epochs']} epochs, {end['wall_s']:.1f} s wall time"
     if end["best_epoch"] is None:
         return text + " (no validation yet)"
     text += f"; best val at epoch {end['best_epoch']}: {format_metrics(end['best_metrics'])}"

@@ -183,8 +183,11 @@ def fit(
     which joins torchrun's process group when there is one).
 
     A loss or weight that becomes non-finite raises :class:`TrainingDiverged` naming the last
-    good checkpoint; nothing non-finite is saved. Returns the best and latest val metrics, the
-    run folder and how many epochs this call trained (0: the run had finished).
+    good checkpoint; nothing non-finite is saved. With ``config.time_limit`` the run stops,
+    saved and resumable, before an epoch that would end after it (``stopped_at``: the last
+    epoch trained; None when the run reached ``config.epochs``). Returns the best and latest
+    val metrics, the run folder, how many epochs this call trained (0: the run had finished)
+    and ``stopped_at``.
     """
     tic, group, out = time.perf_counter(), group or start(), Path(config.out)
     run, state = group.agree(
@@ -193,9 +196,17 @@ def fit(
     run.trainer = wrap(run.model, group=group, device=run.device)  # a collective under torchrun
     plots = group.is_main and _open_run(run, out, state, overwrite=overwrite, progress=progress)
     metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
+    stopped_at, longest = None, 0.0  # the epoch a time limit stopped after; longest epoch (s)
     try:
         for epoch in range(run.start_epoch, config.epochs):
+            began = time.perf_counter()
             metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress)
+            longest = max(longest, time.perf_counter() - began)
+            if epoch + 1 < config.epochs and _out_of_time(
+                config.time_limit, elapsed=time.perf_counter() - tic, longest=longest, group=group
+            ):
+                stopped_at = epoch + 1
+                break
     except TrainingDiverged as error:
         if not group.is_main:
             raise Stopped(error.message) from None
@@ -203,14 +214,27 @@ def fit(
     finally:
         if run.board is not None:
             run.board.close()
-    epochs_run = max(0, config.epochs - run.start_epoch)
+    epochs_run = max(0, (stopped_at or config.epochs) - run.start_epoch)
     if group.is_main:
         end = end_summary(best=run.best, log=run.log, wall_s=time.perf_counter() - tic,
-                          epochs_run=epochs_run, averaged=run.averaged_metrics)  # fmt: skip
+                          epochs_run=epochs_run, averaged=run.averaged_metrics,
+                          planned=config.epochs, time_limited=stopped_at is not None)  # fmt: skip
         write_summary(out, run.summary, end)
         if progress:
             tqdm.write(format_end(end))
-    return {"best": run.best, "last": metrics, "out": str(out), "epochs_run": epochs_run}
+    return {"best": run.best, "last": metrics, "out": str(out), "epochs_run": epochs_run,
+            "stopped_at": stopped_at}  # fmt: skip
+
+
+def _out_of_time(
+    limit_min: float | None, *, elapsed: float, longest: float, group: Distributed
+) -> bool:
+    """Whether one more epoch as long as the longest so far (validation and saving included)
+    would end after ``limit_min`` minutes of this launch. Decided on the slowest process's
+    clocks, so that every process stops after the same epoch."""
+    if limit_min is None:
+        return False
+    return group.max(elapsed) + group.max(longest) > 60.0 * limit_min
 
 
 def _open_run(run: Run, out: Path, state: dict | None, *, overwrite: bool, progress: bool) -> bool:
