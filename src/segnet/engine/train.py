@@ -289,7 +289,12 @@ def _run_epoch(
     _save(run, out, epoch, metrics, improved=improved)
     if plots and (row.get("miou") is not None or epoch + 1 == config.epochs):  # ~0.3 s a plot
         plot_training_curves(out / "log.csv", out / "curves.png")
-    _report(row, run.best, progress)
+    if progress:
+        # epochs only (validations and saving add a little): the mean over the logged epochs
+        left = (
+            (config.epochs - epoch - 1) * sum(float(r["epoch_s"]) for r in run.log) / len(run.log)
+        )
+        _report(row, run.best, left_s=left)
     return metrics
 
 
@@ -355,11 +360,19 @@ def _diverged(run: Run, out: Path, what: str) -> str:
     )
 
 
-def _report(row: dict, best: dict, progress: bool) -> None:
-    if not progress:
-        return
+def _report(row: dict, best: dict, *, left_s: float) -> None:
     text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, {row['images_per_s']:.1f} img/s"
     if row.get("miou") is not None:
         text += f", val G {row['global_accuracy']:.3f} C {row['class_accuracy']:.3f} mIoU {row['miou']:.3f}"
         text += f" (best {best['miou']:.3f} @ {best['epoch']})"
+    if left_s > 0:
+        text += f"; ~{_duration(left_s)} of epochs left"
     tqdm.write(text)
+
+
+def _duration(seconds: float) -> str:
+    """``1 h 05 min``, ``12 min`` or ``40 s``: how long, to the minute past a minute."""
+    if seconds < 59.5:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
