@@ -270,6 +270,22 @@ def test_killed_launcher_then_resume_continues_as_if_uninterrupted(two_processes
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_time_limit_stops_every_process_after_the_same_epoch(two_processes, data, tmp_path):
+    """The limit is judged on the slowest process's clocks, so both ranks leave the loop after
+    epoch 1 together (one rank going on alone would hang in its next collective)."""
+    run = tmp_path / "run"
+    argv = [*TRAIN, "--data", str(data), "--out", str(run), "--tensorboard", "--time-limit", "1e-6"]
+    launch = Launch(tmp_path, argv, driver=True, name="limited")
+    assert launch.wait() == 0, launch.output()
+    assert "stopped by the time limit after epoch 1 of 3" in launch.output()
+    assert read_checkpoint(run / "last.pt")["epoch"] == 1
+    resumed = Launch(tmp_path, ["train", "--resume", str(run), "--time-limit", "0"], name="resumed")
+    assert resumed.wait() == 0, resumed.output()
+    a, b = read_checkpoint(run / "last.pt"), read_checkpoint(two_processes / "last.pt")
+    assert a["epoch"] == 3 and _same(a["state_dict"], b["state_dict"])
+
+
 # -- two machines on loopback -----------------------------------------------------------------
 
 

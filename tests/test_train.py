@@ -142,15 +142,17 @@ def test_time_limit_stops_resumable_and_resuming_ends_as_an_uninterrupted_run(
     end = json.loads((run / "summary.json").read_text())["end"]
     assert end["time_limited"] and end["epochs"] == 1 and end["epochs_planned"] == 3
     assert read_checkpoint(run / "last.pt")["epoch"] == 1
-    # the limit may change on resume: it says how long a launch runs, not what it learns
-    flags = ["--resume", str(run), "--time-limit", "600", "--num-workers", "0"]
-    assert main(["train", *flags]) == 0
+    # a resumed launch gets the run's limit afresh ...
+    assert main(["train", "--resume", str(run), "--num-workers", "0"]) == 0
+    assert "stopped by the time limit after epoch 2 of 3" in capsys.readouterr().out
+    # ... and may change it: it says how long a launch runs, not what the run learns
+    assert main(["train", "--resume", str(run), "--time-limit", "0", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
     assert "done: 3 epochs" in printed and "continue with" not in printed
     a = read_checkpoint(tmp_path / "straight" / "last.pt")["state_dict"]
     b = read_checkpoint(run / "last.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert read_checkpoint(run / "last.pt")["train_config"]["time_limit"] == 600
+    assert read_checkpoint(run / "last.pt")["train_config"]["time_limit"] == 0
 
 
 def test_time_limit_cli_says_how_to_continue(tiny_folder, tmp_path, capsys) -> None:
@@ -161,9 +163,9 @@ def test_time_limit_cli_says_how_to_continue(tiny_folder, tmp_path, capsys) -> N
     printed = capsys.readouterr().out
     assert "no validation yet" in printed  # stopped before epoch 2's validation
     assert f"continue with: segnet train --resume {run}" in printed
-    assert main(["train", *flags, "--out", str(tmp_path / "x"), "--time-limit", "0"]) == 2
+    assert main(["train", *flags, "--out", str(tmp_path / "x"), "--time-limit", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "segnet: error: --time-limit must be positive minutes, finite"
+        "segnet: error: --time-limit must be 0 (no limit) or more minutes, finite"
     )
 
 
@@ -187,7 +189,7 @@ def test_time_limit_is_judged_by_the_longest_epoch_so_far() -> None:
     from segnet.engine.distributed import ALONE
     from segnet.engine.train import _out_of_time
 
-    assert not _out_of_time(None, elapsed=1e9, longest=1e9, group=ALONE)
+    assert not _out_of_time(0, elapsed=1e9, longest=1e9, group=ALONE)  # 0: no limit
     assert not _out_of_time(1.0, elapsed=50.0, longest=9.0, group=ALONE)  # ends at 59 s of 60
     assert _out_of_time(1.0, elapsed=50.0, longest=11.0, group=ALONE)  # would end at 61 s
 

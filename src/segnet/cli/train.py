@@ -75,7 +75,8 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--time-limit", type=float, metavar="MINUTES",
         help="stop before an epoch that would end after MINUTES of this launch (judged by the "
-        "longest epoch so far); the run stays resumable with --resume",
+        "longest epoch so far); the run stays resumable with --resume, whose launches get the "
+        "same limit afresh (0: no limit, the default)",
     )  # fmt: skip
     _add_device_flags(p)
     _add_scale_flags(p)

@@ -113,9 +113,9 @@ class TrainConfig:
     # there (data/transforms.py ResidentDataset): a GPU run no longer waits on the CPU loader.
     device_augment: bool = False
     val_every: int = 1
-    # Minutes of wall time for one launch (a resumed launch gets its own): no epoch starts that
-    # would end after them, judged by the longest epoch so far, and the run stops resumable.
-    time_limit: float | None = None
+    # Minutes of wall time for each launch (a resumed launch gets them afresh): no epoch starts
+    # that would end after them, judged by the longest epoch so far; the run stops resumable.
+    time_limit: float = 0.0  # 0: no limit
     seed: int = 0
     num_classes: int | None = None  # folder datasets without classes.json
     palette: str | None = None  # folder datasets: classes.json-style file
@@ -155,7 +155,7 @@ class TrainConfig:
             (len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1], "scale", "MIN MAX with 0 < MIN <= MAX"),
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.val_every >= 1, "val_every", "at least 1"),
-            (self.time_limit is None or 0 < self.time_limit < math.inf, "time_limit", "positive minutes, finite"),
+            (0 <= self.time_limit < math.inf, "time_limit", "0 (no limit) or more minutes, finite"),
             *((0 <= getattr(self, k) < 1, k, "in [0, 1)") for k in ("brightness", "contrast", "saturation")),
             (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
             (0 <= self.gamma < math.inf, "gamma", "0 or more, finite"),

@@ -226,13 +226,11 @@ def fit(
             "stopped_at": stopped_at}  # fmt: skip
 
 
-def _out_of_time(
-    limit_min: float | None, *, elapsed: float, longest: float, group: Distributed
-) -> bool:
+def _out_of_time(limit_min: float, *, elapsed: float, longest: float, group: Distributed) -> bool:
     """Whether one more epoch as long as the longest so far (validation and saving included)
-    would end after ``limit_min`` minutes of this launch. Decided on the slowest process's
-    clocks, so that every process stops after the same epoch."""
-    if limit_min is None:
+    would end after ``limit_min`` minutes of this launch (0: no limit). Decided on the slowest
+    process's clocks, so that every process stops after the same epoch."""
+    if limit_min <= 0:
         return False
     return group.max(elapsed) + group.max(longest) > 60.0 * limit_min
 
