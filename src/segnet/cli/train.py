@@ -68,16 +68,7 @@ def add_train(sub: Subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int)
     p.add_argument("--num-workers", type=int)
-    p.add_argument("--val-every", type=positive_int("--val-every"))
-    p.add_argument(
-        "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
-    )
-    p.add_argument(
-        "--time-limit", type=float, metavar="MINUTES",
-        help="stop before an epoch that would end after MINUTES of this launch (judged by the "
-        "longest epoch so far); the run stays resumable with --resume, whose launches get the "
-        "same limit afresh (0: no limit, the default)",
-    )  # fmt: skip
+    _add_length_flags(p)
     _add_device_flags(p)
     _add_scale_flags(p)
     p.set_defaults(run=run_train)
@@ -95,6 +86,20 @@ def _add_split_flags(p: argparse.ArgumentParser) -> None:
         help="--dataset synthetic: N training scenes (val: a quarter, at least 8)",
     )  # fmt: skip
     p.add_argument("--synthetic-size", type=int, nargs=2, metavar=("H", "W"))
+
+
+def _add_length_flags(p: argparse.ArgumentParser) -> None:
+    """How often a run validates and how long each launch goes on (besides --epochs)."""
+    p.add_argument("--val-every", type=positive_int("--val-every"))
+    p.add_argument(
+        "--max-batches", type=positive_int("--max-batches"), help="cap batches per epoch"
+    )
+    p.add_argument(
+        "--time-limit", type=float, metavar="MINUTES",
+        help="stop before an epoch that would end after MINUTES of this launch (judged by the "
+        "longest epoch so far); the run stays resumable with --resume, whose launches get the "
+        "same limit afresh (0: no limit, the default)",
+    )  # fmt: skip
 
 
 def _add_device_flags(p: argparse.ArgumentParser) -> None:
