@@ -8,7 +8,7 @@ import torch
 
 from segnet.cli import main
 from segnet.deploy.export import check_export, export_model
-from segnet.engine.checkpoint import ModelConfig, save_checkpoint
+from segnet.engine.checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
 from segnet.models import layers
 
 
@@ -64,6 +64,34 @@ def test_cli_export_torch_export(tmp_path) -> None:
     assert code == 0
     program = torch.export.load(str(out))
     assert program.module()(torch.randn(2, 3, 64, 96)).shape == (2, 3, 64, 96)
+
+
+def test_cli_export_weights_is_an_fp16_checkpoint_that_predicts_alike(tmp_path, capsys) -> None:
+    """What the package ships: no optimizer, fp16 tensors, the config inside; loads as any
+    checkpoint (in fp32) and scores an image as the full checkpoint does, to fp16 rounding."""
+    ckpt, out = _checkpoint(tmp_path), tmp_path / "small.pt"
+    assert (
+        main(["export", "--checkpoint", str(ckpt), "--format", "weights", "--out", str(out)]) == 0
+    )
+    assert "segnet_basic weights written to" in capsys.readouterr().out
+    payload = read_checkpoint(out)
+    assert "optimizer" not in payload and payload["model"]["name"] == "segnet_basic"
+    assert {v.dtype for v in payload["state_dict"].values() if v.is_floating_point()} == {
+        torch.float16
+    }
+    full, _, _ = load_model(ckpt)
+    small, _, _ = load_model(out)
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    # an untrained net's small logits move 1-3% (norm) under fp16 rounding; wrong weights ~100%
+    with torch.no_grad():
+        a, b = full.eval()(x), small.eval()(x)
+    assert (a - b).norm() <= 0.1 * a.norm()
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "weights", "--out",
+                 str(tmp_path / "x.pt"), "--precision", "int8"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        "segnet: error: --format weights stores fp16 weights; drop --precision int8"
+    )
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_cli_export_bad_inputs(tmp_path, capsys) -> None:

@@ -109,11 +109,22 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# besides the graphs of deploy/export.py: an fp16 inference checkpoint, as the package ships
+WEIGHTS_FORMAT = "weights"
+
+
 def add_export(sub: Subparsers) -> None:
-    p = sub.add_parser("export", help="ONNX or torch.export (.pt2) file of a checkpoint's model")
+    p = sub.add_parser(
+        "export",
+        help="ONNX or torch.export (.pt2) file of a checkpoint's model, or its fp16 weights",
+    )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
-    p.add_argument("--out", required=True, help="model.onnx or model.pt2")
+    p.add_argument(
+        "--format", default="onnx", choices=(*EXPORT_FORMATS, WEIGHTS_FORMAT),
+        help=f"{WEIGHTS_FORMAT}: an inference-only checkpoint with fp16 weights (config, classes, "
+        "metrics inside; no optimizer), as the package ships; loads wherever --checkpoint does",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, help="model.onnx, model.pt2 or model.pt")
     p.add_argument(
         "--size", type=image_size, default=(360, 480),
         help="input HxW the graph is built for (default 360x480)",
@@ -139,6 +150,8 @@ def run_export(args: argparse.Namespace) -> int:
     from ..engine.checkpoint import load_model
 
     final = check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
+    if args.format == WEIGHTS_FORMAT:
+        return _export_weights(args, final)
     model, config, _ = load_model(args.checkpoint)
     calibration = None
     if args.precision == "int8":
@@ -165,6 +178,37 @@ def run_export(args: argparse.Namespace) -> int:
     )
     plan = f" ({args.int8_plan} plan)" if args.precision == "int8" else ""
     print(f"{config.name} exported to {final} ({args.format} {args.precision}{plan}, {shape})")
+    return 0
+
+
+def _export_weights(args: argparse.Namespace, final: Path) -> int:
+    """The checkpoint's weights in fp16 with what it says of itself, checked on reloading: the
+    same tensors, each equal to the checkpoint's rounded to fp16."""
+    import torch
+
+    from ..engine.checkpoint import load_model, read_checkpoint
+    from ..engine.weights import pack_weights
+
+    if args.precision != "fp32" or args.dynamic:
+        flag = "--dynamic" if args.dynamic else f"--precision {args.precision}"
+        raise ArgumentError("format", f"{WEIGHTS_FORMAT} stores fp16 weights; drop {flag}")
+    source = read_checkpoint(args.checkpoint)["state_dict"]
+    target = final.with_name(f".{final.name}.unchecked")
+    try:
+        pack_weights(args.checkpoint, target)
+        _, config, payload = load_model(target)
+        packed = payload["state_dict"]
+        same = packed.keys() == source.keys() and all(
+            torch.equal(packed[k], v.half() if v.is_floating_point() else v)
+            for k, v in source.items()
+        )
+        if not same:  # pragma: no cover - a fault of pack_weights itself
+            raise ArgumentError("out", f"{args.out}: not written: the packed weights differ")
+        os.replace(target, final)
+    finally:
+        target.unlink(missing_ok=True)
+    size = final.stat().st_size / 2**20
+    print(f"{config.name} weights written to {final} (fp16, {size:.1f} MB; reloaded and checked)")
     return 0
 
 
