@@ -23,6 +23,7 @@ The loss, optimizer and schedule live in recipe.py.
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -288,10 +289,9 @@ def _run_epoch(
     if plots and (row.get("miou") is not None or epoch + 1 == config.epochs):  # ~0.3 s a plot
         plot_training_curves(out / "log.csv", out / "curves.png")
     if progress:
-        # epochs only (validations and saving add a little): the mean over the logged epochs
-        left = (
-            (config.epochs - epoch - 1) * sum(float(r["epoch_s"]) for r in run.log) / len(run.log)
-        )
+        # epochs only (validations and saving add a little): the median logged epoch, which an
+        # epoch slowed by other work (or paused) does not move
+        left = (config.epochs - epoch - 1) * statistics.median(float(r["epoch_s"]) for r in run.log)
         _report(row, run.best, left_s=left)
     return metrics
 
