@@ -182,28 +182,18 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export_weights(args: argparse.Namespace, final: Path) -> int:
-    """The checkpoint's weights in fp16 with what it says of itself, checked on reloading: the
-    same tensors, each equal to the checkpoint's rounded to fp16."""
-    import torch
-
-    from ..engine.checkpoint import load_model, read_checkpoint
+    """The checkpoint's weights in fp16 with what it says of itself (engine/weights.py), put in
+    place only once it loads back into its model as any checkpoint does."""
+    from ..engine.checkpoint import load_model
     from ..engine.weights import pack_weights
 
     if args.precision != "fp32" or args.dynamic:
         flag = "--dynamic" if args.dynamic else f"--precision {args.precision}"
         raise ArgumentError("format", f"{WEIGHTS_FORMAT} stores fp16 weights; drop {flag}")
-    source = read_checkpoint(args.checkpoint)["state_dict"]
     target = final.with_name(f".{final.name}.unchecked")
     try:
         pack_weights(args.checkpoint, target)
-        _, config, payload = load_model(target)
-        packed = payload["state_dict"]
-        same = packed.keys() == source.keys() and all(
-            torch.equal(packed[k], v.half() if v.is_floating_point() else v)
-            for k, v in source.items()
-        )
-        if not same:  # pragma: no cover - a fault of pack_weights itself
-            raise ArgumentError("out", f"{args.out}: not written: the packed weights differ")
+        _, config, _ = load_model(target)
         os.replace(target, final)
     finally:
         target.unlink(missing_ok=True)

@@ -117,8 +117,8 @@ def end_summary(
     log: Sequence[dict],
     wall_s: float,
     epochs_run: int,
+    planned: int,
     averaged: dict | None = None,
-    planned: int | None = None,
     time_limited: bool = False,
 ) -> dict:
     """How the run ended: the best epoch and its val metrics (from its log row), wall time of
@@ -131,7 +131,7 @@ def end_summary(
         "best_epoch": best.get("epoch"),
         "best_metrics": metrics,
         "epochs": len(log),
-        "epochs_planned": planned if planned is not None else len(log),
+        "epochs_planned": planned,
         "time_limited": time_limited,
         "epochs_this_launch": epochs_run,
         "wall_s": round(wall_s, 2),
