@@ -185,6 +185,20 @@ def test_each_epoch_line_says_how_long_the_remaining_epochs_take(
     ]
 
 
+def test_step_bars_only_on_a_terminal(tiny_folder, tmp_path, monkeypatch) -> None:
+    """A log file (nohup) gets the epoch lines but not every redraw of the step bar."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for name, stream in (("log", io.StringIO()), ("terminal", Terminal())):
+        monkeypatch.setattr("sys.stderr", stream)
+        fit(_config(tiny_folder, tmp_path / name, epochs=1, max_batches=2))
+        assert ("it/s" in stream.getvalue()) == (name == "terminal"), name
+
+
 def test_time_limit_is_judged_by_the_longest_epoch_so_far() -> None:
     from segnet.engine.distributed import ALONE
     from segnet.engine.train import _out_of_time

@@ -109,7 +109,7 @@ def recompute_bn_statistics(
             bn.train()
             bn.momentum = 0.0  # the running buffers stay as they are until the end
         batches = _batches(dataset, indices, batch_size)
-        for images in tqdm(batches, desc="precise BN", disable=not progress, leave=False):
+        for images in tqdm(batches, desc="precise BN", disable=not progress or None, leave=False):
             model(images.to(device))
     finally:
         for hook in hooks:

@@ -70,7 +70,7 @@ def evaluate(
             model, precision=precision, device=device, backend=backend, calibration=calibration,
             int8_plan=int8_plan,
         )  # fmt: skip
-    for images, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+    for images, masks in tqdm(loader, desc="evaluate", disable=not progress or None, leave=False):
         probs = predict_probabilities(
             model, images, device=device, precision=precision, mc_samples=mc_samples, tta=tta,
             tiling=tiling,

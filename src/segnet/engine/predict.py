@@ -218,7 +218,7 @@ def predict_files(
     from tqdm import tqdm
 
     for name, image in tqdm(
-        list(zip(names, images)), desc="predict", disable=not progress, leave=False
+        list(zip(names, images)), desc="predict", disable=not progress or None, leave=False
     ):
         labels, uncertainty = segmenter(image, mc_samples=mc_samples)
         written += write_prediction(

@@ -90,9 +90,12 @@ def train_one_epoch(
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     batches = len(loader) if max_batches is None else min(max_batches, len(loader))
+    # disable=None: no step bar when stderr is not a terminal (nohup into a log file would
+    # collect every redraw); the epoch lines are printed either way
     bar = tqdm(
-        loader, total=batches, desc=desc, leave=False, dynamic_ncols=True, disable=not progress
-    )
+        loader, total=batches, desc=desc, leave=False, dynamic_ncols=True,
+        disable=not progress or None,
+    )  # fmt: skip
     for step, (images, masks) in enumerate(bar):
         if step >= batches:
             break

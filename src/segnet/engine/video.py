@@ -285,7 +285,7 @@ def encode_video(
     with contextlib.ExitStack() as stack:
         writers = {kind: stack.enter_context(_writer(p, kind, info)) for kind, p in paths.items()}
         bar = stack.enter_context(
-            tqdm(total=total, desc=name, unit="frame", disable=not progress, leave=False)
+            tqdm(total=total, desc=name, unit="frame", disable=not progress or None, leave=False)
         )
         count = 0
         try:
