@@ -138,6 +138,7 @@ def test_shipped_weights_agreement_on_real_images(tmp_path, capsys) -> None:
 
 
 def test_benchmark_unknown_weights_is_one_line(capsys) -> None:
-    assert main(["benchmark", "--models", "segnet", "--weights", "camvid", "--size", "32x32"]) == 2
+    argv = ["benchmark", "--models", "segnet_basic", "--weights", "cityscapes", "--size", "32x32"]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("segnet: error:") and "\n" not in err
+    assert err.startswith("segnet: error: no shipped weights 'cityscapes'") and "\n" not in err
