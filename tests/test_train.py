@@ -185,7 +185,7 @@ def test_each_epoch_line_says_how_long_the_remaining_epochs_take(
     ]
 
 
-def test_step_bars_only_on_a_terminal(tiny_folder, tmp_path, monkeypatch) -> None:
+def test_step_bars_only_on_a_terminal(tiny_folder, tmp_path, monkeypatch, capsys) -> None:
     """A log file (nohup) gets the epoch lines but not every redraw of the step bar."""
     import io
 
@@ -197,6 +197,7 @@ def test_step_bars_only_on_a_terminal(tiny_folder, tmp_path, monkeypatch) -> Non
         monkeypatch.setattr("sys.stderr", stream)
         fit(_config(tiny_folder, tmp_path / name, epochs=1, max_batches=2))
         assert ("it/s" in stream.getvalue()) == (name == "terminal"), name
+        assert "epoch 1: loss" in capsys.readouterr().out, name  # the epoch line either way
 
 
 def test_time_limit_is_judged_by_the_longest_epoch_so_far() -> None:
