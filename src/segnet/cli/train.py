@@ -66,12 +66,31 @@ def add_train(sub: Subparsers) -> None:
         "--init-weights", metavar="CKPT",
         help="start from a segnet checkpoint's weights (fresh optimizer)",
     )  # fmt: skip
+    _add_distill_flags(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--num-workers", type=int)
     _add_length_flags(p)
     _add_device_flags(p)
     _add_scale_flags(p)
     p.set_defaults(run=run_train)
+
+
+def _add_distill_flags(p: argparse.ArgumentParser) -> None:
+    """Knowledge distillation from a trained model (engine/distill.py)."""
+    p.add_argument(
+        "--distill-from", metavar="CKPT",
+        help="learn a trained segnet checkpoint's per-pixel probabilities beside the labels "
+        "(any architecture with the same classes; with --holdout-groups its run must have "
+        "held them out too)",
+    )  # fmt: skip
+    p.add_argument(
+        "--distill-weight", type=float, metavar="W",
+        help=f"the soft targets' share of the loss, in (0, 1] (default: {TrainConfig.distill_weight:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--distill-temperature", type=float, metavar="T",
+        help=f"softmax temperature of the soft targets (default: {TrainConfig.distill_temperature:g})",
+    )  # fmt: skip
 
 
 def _add_split_flags(p: argparse.ArgumentParser) -> None:

@@ -125,6 +125,11 @@ class TrainConfig:
     init_weights: str | None = (
         None  # warm start: model weights of a segnet checkpoint (fresh optimizer)
     )
+    # Knowledge distillation (distill.py): a trained checkpoint whose per-pixel probabilities
+    # the model learns beside the labels; the loss is (1 - weight) * labels + weight * soft.
+    distill_from: str | None = None
+    distill_weight: float = 0.5  # the soft targets' share of the loss, in (0, 1]
+    distill_temperature: float = 1.0  # softmax temperature of both models' soft targets
     model_options: dict[str, Any] = field(default_factory=dict)
     max_batches: int | None = None  # cap batches per epoch (quick checks)
     # Under torchrun: BN statistics over every process's batch (CUDA only; one process: a no-op).
@@ -160,6 +165,8 @@ class TrainConfig:
             (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
             (0 <= self.gamma < math.inf, "gamma", "0 or more, finite"),
             (self.holdout_groups is None or len(self.holdout_groups) > 0, "holdout_groups", "one or more group names"),
+            (0 < self.distill_weight <= 1, "distill_weight", "in (0, 1]"),
+            (0 < self.distill_temperature < math.inf, "distill_temperature", "positive and finite"),
         ]  # fmt: skip
         for ok, key, requirement in checks:
             if not ok:
@@ -220,7 +227,7 @@ class TrainConfig:
 # carry; a different value would be ignored or contradicted, so it is refused.
 RESUME_KEYS = ("epochs", "max_batches", "val_every", "time_limit", "num_workers", "device",
                "precision", "channels_last", "device_augment", "tensorboard")  # fmt: skip
-_PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights")
+_PATH_KEYS = ("data", "palette", "class_weights", "init_weights", "encoder_weights", "distill_from")
 
 
 def check_resume(

@@ -23,6 +23,7 @@ from ..deploy.runtime import resolve_channels_last, resolve_precision
 from .averaging import WeightAverage
 from .checkpoint import ModelConfig
 from .config import TrainConfig
+from .distill import Distillation, load_teacher
 from .distributed import Distributed, convert_sync_bn
 from .recipe import SegmentationLoss, lr_factor, make_optimizer, warm_start
 from .runs import read_log_rows
@@ -73,6 +74,7 @@ class Run:
     saved_epoch: int = 0  # epochs the last.pt on disk holds (0: none written yet)
     board: RunBoard | None = None
     average: WeightAverage | None = None  # with `average_last`: the running weight average
+    distillation: Distillation | None = None  # with `distill_from`: the teacher and the mix
     averaged_metrics: dict | None = None  # val metrics of averaged.pt, once written
     summary: dict = field(default_factory=dict)  # the start summary (rank 0)
 
@@ -117,6 +119,10 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
     )  # fmt: skip
     if config.average_last:
         run.average = WeightAverage()
+    teacher_name = None
+    if config.distill_from:
+        run.distillation, teacher_name = _distillation(config, model_config, device=device,
+                                                       channels_last=run.channels_last)  # fmt: skip
     if state is not None:
         restore(run, state)
     if group.is_main:
@@ -124,6 +130,7 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
             config=config, model=model, class_names=info.class_names, class_weights=weights,
             device=device, precision=precision, group=group, steps_per_epoch=steps_per_epoch,
             sizes={"train": len(train_set), "val": len(val_set)}, start_epoch=run.start_epoch,
+            teacher=teacher_name,
         )  # fmt: skip
     return run
 
@@ -151,6 +158,21 @@ def _run_model(
     if resolve_channels_last(config.channels_last, device):
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def _distillation(
+    config: TrainConfig, model_config: ModelConfig, *, device: torch.device, channels_last: bool
+) -> tuple[Distillation, str]:
+    """The ``distill_from`` teacher, ready on ``device``, and its architecture's name."""
+    teacher, teacher_config = load_teacher(
+        config.distill_from, student=model_config, holdout_groups=config.holdout_groups,
+        device=device, channels_last=channels_last,
+    )  # fmt: skip
+    distillation = Distillation(
+        teacher=teacher, weight=config.distill_weight, temperature=config.distill_temperature,
+        ignore_index=model_config.ignore_index,
+    )  # fmt: skip
+    return distillation, teacher_config.name
 
 
 def restore(run: Run, state: dict) -> None:

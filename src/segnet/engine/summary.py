@@ -33,8 +33,10 @@ def start_summary(
     sizes: dict[str, int],
     steps_per_epoch: int,
     start_epoch: int,
+    teacher: str | None = None,
 ) -> dict:
-    """The run about to train: ``sizes`` is the number of images of each split."""
+    """The run about to train: ``sizes`` is the number of images of each split; ``teacher``
+    the architecture of the ``distill_from`` checkpoint, if any."""
     weights = None
     if class_weights is not None:
         weights = {n: round(float(w), 4) for n, w in zip(class_names, class_weights.tolist())}
@@ -63,6 +65,7 @@ def start_summary(
         "schedule": config.schedule,
         "warmup_epochs": config.warmup_epochs,
         "average_last": config.average_last,
+        "distill": _distill(config, teacher),
         "epochs": config.epochs,
         "start_epoch": start_epoch,
         "steps_per_epoch": steps_per_epoch,
@@ -70,6 +73,13 @@ def start_summary(
         "out": str(config.out),
         "tensorboard": str(Path(config.out) / "tensorboard") if config.tensorboard else None,
     }
+
+
+def _distill(config: TrainConfig, teacher: str | None) -> dict | None:
+    if teacher is None:
+        return None
+    return {"from": config.distill_from, "model": teacher, "weight": config.distill_weight,
+            "temperature": config.distill_temperature}  # fmt: skip
 
 
 def format_start(start: dict) -> str:
@@ -94,6 +104,12 @@ def format_start(start: dict) -> str:
            if start["average_last"] else ""),
         f"  class weights {start['class_weights']}" + _weights_text(start["class_weight_values"]),
     ]  # fmt: skip
+    distill = start.get("distill")  # summaries written before distillation lack the key
+    if distill:
+        lines.append(
+            f"  distilled from {distill['model']} {distill['from']}: soft targets "
+            f"{distill['weight']:g} of the loss, temperature {distill['temperature']:g}"
+        )
     if start["tensorboard"]:
         lines.append(f"  TensorBoard: tensorboard --logdir {start['tensorboard']}")
     return "\n".join(lines)

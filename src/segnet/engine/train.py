@@ -18,7 +18,7 @@ Faults stop a run before they reach the disk: a folder that holds another run is
 unless the run is resumed or ``overwrite`` is given (checked before any data is read; the run
 folder's rules live in runs.py), and a loss or weight that becomes NaN or infinite stops
 training (:class:`TrainingDiverged`) before it is saved, so every checkpoint on disk is finite.
-The loss, optimizer and schedule live in recipe.py.
+The loss, optimizer and schedule live in recipe.py; distillation from a teacher in distill.py.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .averaging import window_start
 from .bn import recompute_bn_statistics
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distill import Distillation
 from .distributed import (
     ALONE,
     Distributed,
@@ -85,8 +86,10 @@ def train_one_epoch(
     desc: str,
     group: Distributed = ALONE,
     progress: bool = True,
+    distillation: Distillation | None = None,
 ) -> tuple[float, float]:
-    """One pass over the loader; returns (mean loss, images per second), over every process."""
+    """One pass over the loader; returns (mean loss, images per second), over every process.
+    With ``distillation`` the loss mixes the labels' with a teacher's soft targets (distill.py)."""
     model.train()
     total_loss, seen, start = 0.0, 0, time.perf_counter()
     batches = len(loader) if max_batches is None else min(max_batches, len(loader))
@@ -105,6 +108,9 @@ def train_one_epoch(
         with autocast(device, precision):
             logits = model(images)  # (N, K, H, W)
         loss = loss_fn(logits, masks)
+        if distillation is not None:
+            soft = distillation.teacher_logits(images, device=device, precision=precision)
+            loss = distillation.mix(loss, logits, soft, masks)
         checked = group.sum(loss.detach())  # summed over processes: all stop if one diverged
         if not torch.isfinite(checked):  # before backward: the step would poison every weight
             raise TrainingDiverged(f"the loss became {checked.item()} at step {step + 1} of {desc}")
@@ -135,6 +141,7 @@ def _train_epoch(run: Run, epoch: int, *, progress: bool) -> dict:
         scheduler=run.scheduler, scaler=run.scaler, device=run.device, precision=run.precision,
         channels_last=run.channels_last, max_batches=config.max_batches,
         desc=f"epoch {epoch + 1}/{config.epochs}", group=group, progress=progress and group.is_main,
+        distillation=run.distillation,
     )  # fmt: skip
     average_buffers(run.model, group)  # BN statistics: every process the same for validation
     return {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": loss,
