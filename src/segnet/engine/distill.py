@@ -8,8 +8,9 @@ segmentation)::
 
 ``labels_loss`` is the run's class-weighted cross-entropy (recipe.py); the KL term is averaged
 over the non-void pixels, as the labels loss is (padding added by the collate carries the void
-label, so it never counts), and unweighted: the teacher's probabilities already spread mass over
-the rare classes. ``T^2`` keeps the gradient scale of the soft term independent of ``T``.
+label, so it never counts), and not class-weighted: the soft targets are the teacher's own
+balance of the classes (on CamVid's held-out drive 0001TP this cost the rare classes recall:
+docs/results.md). ``T^2`` keeps the gradient scale of the soft term independent of ``T``.
 
 The teacher sees the same augmented batch as the student, in eval mode (BN running statistics,
 no dropout), without gradients, in the run's precision. A teacher trained on the images a run
