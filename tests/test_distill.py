@@ -4,6 +4,7 @@ alone, and the checks on the teacher."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -67,20 +68,22 @@ def test_a_student_taught_by_the_teacher_alone_learns(tmp_path) -> None:
                                 "temperature": 1.0}  # fmt: skip
 
 
-def _teacher_file(tmp_path, *, class_names=("a", "b", "c"), holdout_groups=None):
+def _model_config(name: str, class_names=("a", "b", "c"), **fields) -> ModelConfig:
     info = DatasetInfo(class_names=class_names, palette=default_palette(len(class_names)),
                        ignore_index=255)  # fmt: skip
-    config = ModelConfig.for_dataset("segnet_basic", info)
+    return replace(ModelConfig.for_dataset(name, info), **fields)
+
+
+def _teacher_file(tmp_path, *, holdout_groups=None, **fields):
+    config = _model_config("segnet_basic", **fields)
     path = tmp_path / "teacher.pt"
     trained = {"holdout_groups": holdout_groups}
     save_checkpoint(path, config=config, model=config.build(), train_config=trained)
     return path
 
 
-def _student(class_names=("a", "b", "c")) -> ModelConfig:
-    info = DatasetInfo(class_names=class_names, palette=default_palette(len(class_names)),
-                       ignore_index=255)  # fmt: skip
-    return ModelConfig.for_dataset("fcn_basic", info)
+def _student() -> ModelConfig:
+    return _model_config("fcn_basic")
 
 
 def test_a_teacher_that_trained_on_the_held_out_groups_is_refused(tmp_path) -> None:
@@ -98,10 +101,14 @@ def test_a_teacher_that_trained_on_the_held_out_groups_is_refused(tmp_path) -> N
     assert not any(p.requires_grad for p in teacher.parameters())
 
 
-def test_a_teacher_of_other_classes_is_refused(tmp_path) -> None:
+def test_a_teacher_of_other_classes_or_inputs_is_refused(tmp_path) -> None:
     cpu = torch.device("cpu")
     path = _teacher_file(tmp_path, class_names=("a", "b", "x"))
     with pytest.raises(ArgumentError, match=r"^distill_from .*predicts classes a, b, x"):
+        load_teacher(str(path), student=_student(), holdout_groups=None, device=cpu,
+                     channels_last=False)  # fmt: skip
+    path = _teacher_file(tmp_path, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ArgumentError, match=r"^distill_from .*normalised with mean \[0.5"):
         load_teacher(str(path), student=_student(), holdout_groups=None, device=cpu,
                      channels_last=False)  # fmt: skip
     with pytest.raises(ArgumentError, match=r"^distill_from .*missing.pt: file not found"):

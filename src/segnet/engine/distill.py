@@ -58,8 +58,7 @@ class Distillation:
         t = self.temperature
         student = F.log_softmax(logits.float() / t, dim=1)
         target = F.log_softmax(teacher_logits / t, dim=1)
-        # KL per pixel (N, H, W): sum over classes of p_t * (log p_t - log p_s)
-        kl = (target.exp() * (target - student)).sum(dim=1)
+        kl = F.kl_div(student, target, reduction="none", log_target=True).sum(dim=1)  # (N, H, W)
         valid = masks != self.ignore_index
         soft = (kl * valid).sum() / valid.sum().clamp(min=1) * t * t
         return (1 - self.weight) * labels_loss + self.weight * soft
@@ -87,6 +86,14 @@ def load_teacher(
             "distill_from",
             f"{path}: predicts classes {', '.join(config.class_names)}, this run "
             f"{', '.join(student.class_names)}; distil from a model of the same dataset",
+        )
+    inputs = (config.in_channels, tuple(config.mean), tuple(config.std))
+    if inputs != (student.in_channels, tuple(student.mean), tuple(student.std)):
+        raise ArgumentError(
+            "distill_from",
+            f"{path}: takes {config.in_channels}-channel images normalised with mean "
+            f"{list(config.mean)}, std {list(config.std)}, unlike this run's; distil from a model "
+            "of the same inputs",
         )
     _check_holdout(path, payload.get("train_config"), holdout_groups)
     teacher.requires_grad_(False)  # frozen: no gradients kept, and an optimizer would refuse it
