@@ -119,6 +119,12 @@ def _add_length_flags(p: argparse.ArgumentParser) -> None:
         "longest epoch so far); the run stays resumable with --resume, whose launches get the "
         "same limit afresh (0: no limit, the default)",
     )  # fmt: skip
+    p.add_argument(
+        "--time-budget", type=float, metavar="MINUTES",
+        help="end the whole run within MINUTES: a new run times a few steps and a validation on "
+        "this machine, then trains as many epochs as fit (at most --epochs), its schedule timed "
+        "to that count; the count is saved, so --resume goes on with it (0: off, the default)",
+    )  # fmt: skip
 
 
 def _add_device_flags(p: argparse.ArgumentParser) -> None:

@@ -116,6 +116,10 @@ class TrainConfig:
     # Minutes of wall time for each launch (a resumed launch gets them afresh): no epoch starts
     # that would end after them, judged by the longest epoch so far; the run stops resumable.
     time_limit: float = 0.0  # 0: no limit
+    # Minutes of wall time for the whole run (budget.py): a new run times a few steps and a
+    # validation, then trains as many epochs as end within them, at most `epochs`, its schedule
+    # timed to that count; the count is saved, so a resumed run goes on with it.
+    time_budget: float = 0.0  # 0: train `epochs`
     seed: int = 0
     num_classes: int | None = None  # folder datasets without classes.json
     palette: str | None = None  # folder datasets: classes.json-style file
@@ -161,6 +165,7 @@ class TrainConfig:
             (self.num_workers >= 0, "num_workers", "0 or more"),
             (self.val_every >= 1, "val_every", "at least 1"),
             (0 <= self.time_limit < math.inf, "time_limit", "0 (no limit) or more minutes, finite"),
+            (0 <= self.time_budget < math.inf, "time_budget", "0 (off) or more minutes, finite"),
             *((0 <= getattr(self, k) < 1, k, "in [0, 1)") for k in ("brightness", "contrast", "saturation")),
             (0 <= self.hue <= 0.5, "hue", "in [0, 0.5]"),
             (0 <= self.gamma < math.inf, "gamma", "0 or more, finite"),

@@ -75,6 +75,9 @@ class Run:
     board: RunBoard | None = None
     average: WeightAverage | None = None  # with `average_last`: the running weight average
     distillation: Distillation | None = None  # with `distill_from`: the teacher and the mix
+    budget: dict | None = (
+        None  # with `time_budget`: what the probe measured, epochs kept (budget.py)
+    )
     averaged_metrics: dict | None = None  # val metrics of averaged.pt, once written
     summary: dict = field(default_factory=dict)  # the start summary (rank 0)
 
@@ -106,10 +109,7 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
     if config.max_batches:
         steps_per_epoch = min(steps_per_epoch, config.max_batches)
     optimizer = make_optimizer(config, model)
-    total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config, step, total, steps_per_epoch)
-    )
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch)
     run = Run(
         config=config, group=group, device=device, precision=precision, model=model,
         model_config=model_config, loss_fn=SegmentationLoss(weights, ignore_index=info.ignore_index).to(device),
@@ -130,9 +130,19 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
             config=config, model=model, class_names=info.class_names, class_weights=weights,
             device=device, precision=precision, group=group, steps_per_epoch=steps_per_epoch,
             sizes={"train": len(train_set), "val": len(val_set)}, start_epoch=run.start_epoch,
-            teacher=teacher_name,
+            teacher=teacher_name, budget=run.budget,
         )  # fmt: skip
     return run
+
+
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-step rate schedule (recipe.py) over ``config.epochs`` epochs, from step 0."""
+    total = steps_per_epoch * config.epochs
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(config, step, total, steps_per_epoch)
+    )
 
 
 def _run_model(
@@ -186,6 +196,7 @@ def restore(run: Run, state: dict) -> None:
     if run.average is not None and state.get("average"):
         run.average.load_state_dict(state["average"], device=run.device)
     run.averaged_metrics = state.get("averaged_metrics")
+    run.budget = state.get("time_budget")
     # Older checkpoints carry no log rows: keep log.csv's rows up to the checkpoint's epoch.
     run.log = state.get("log") or read_log_rows(Path(run.config.out) / "log.csv", state["epoch"])
 

@@ -34,9 +34,11 @@ def start_summary(
     steps_per_epoch: int,
     start_epoch: int,
     teacher: str | None = None,
+    budget: dict | None = None,
 ) -> dict:
     """The run about to train: ``sizes`` is the number of images of each split; ``teacher``
-    the architecture of the ``distill_from`` checkpoint, if any."""
+    the architecture of the ``distill_from`` checkpoint, if any; ``budget`` the epochs a
+    ``time_budget`` kept and what they were judged by (budget.py)."""
     weights = None
     if class_weights is not None:
         weights = {n: round(float(w), 4) for n, w in zip(class_names, class_weights.tolist())}
@@ -67,6 +69,7 @@ def start_summary(
         "average_last": config.average_last,
         "distill": _distill(config, teacher),
         "epochs": config.epochs,
+        "time_budget": budget,
         "start_epoch": start_epoch,
         "steps_per_epoch": steps_per_epoch,
         "sync_bn": config.sync_bn and group.enabled,
@@ -109,6 +112,13 @@ def format_start(start: dict) -> str:
         lines.append(
             f"  distilled from {distill['model']} {distill['from']}: soft targets "
             f"{distill['weight']:g} of the loss, temperature {distill['temperature']:g}"
+        )
+    budget = start.get("time_budget")  # summaries written before budgets lack the key
+    if budget:
+        lines.append(
+            f"  time budget {budget['minutes']:g} min: {budget['epochs']} of at most "
+            f"{budget['max_epochs']} epochs fit (measured here: a step {budget['step_s']:.2f} s, "
+            f"a validation {budget['validation_s']:.0f} s, setup {budget['setup_s']:.0f} s)"
         )
     if start["tensorboard"]:
         lines.append(f"  TensorBoard: tensorboard --logdir {start['tensorboard']}")

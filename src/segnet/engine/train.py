@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from ..errors import SegNetError
 from .averaging import FILE as AVERAGED_FILE
 from .averaging import window_start
 from .bn import recompute_bn_statistics
+from .budget import PROBE_STEPS, fit_to_budget, probe
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distill import Distillation
@@ -152,7 +154,7 @@ def _save(run: Run, out: Path, epoch: int, metrics: dict, *, improved: bool) -> 
     """best.pt before last.pt: a kill between them leaves last.pt an epoch behind, and resuming
     redoes that epoch and rewrites best.pt identically. config.yaml and log.csv follow last.pt."""
     extra = {"epoch": epoch + 1, "metrics": metrics, "train_config": run.config.to_dict(),
-             "world_size": run.group.world_size}  # fmt: skip
+             "world_size": run.group.world_size, "time_budget": run.budget}  # fmt: skip
     if improved:
         save_checkpoint(out / "best.pt", config=run.model_config, model=run.model, **extra)
     average = {} if run.average is None else {"average": run.average.state_dict(),
@@ -205,6 +207,9 @@ def fit(
         lambda: _setup(config, out, resume=resume, overwrite=overwrite, group=group)
     )
     run.trainer = wrap(run.model, group=group, device=run.device)  # a collective under torchrun
+    if state is None and config.time_budget:
+        _fit_to_budget(run, started=tic, progress=progress)
+        config = run.config  # its epochs: those that fit
     plots = group.is_main and _open_run(run, out, state, overwrite=overwrite, progress=progress)
     metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
     stopped_at, longest = None, 0.0  # the epoch a time limit stopped after; longest epoch (s)
@@ -235,6 +240,17 @@ def fit(
             tqdm.write(format_end(end))
     return {"best": run.best, "last": metrics, "out": str(out), "epochs_run": epochs_run,
             "stopped_at": stopped_at}  # fmt: skip
+
+
+def _fit_to_budget(run: Run, *, started: float, progress: bool) -> None:
+    """A new run's epochs cut to those that end within ``time_budget`` (budget.py), judged by
+    the slowest process, so that every process keeps the same count."""
+    group = run.group
+    if progress and group.is_main:
+        tqdm.write(f"timing {PROBE_STEPS} training steps and a validation for the time budget ...")
+    timing = group.agree(lambda: probe(run, train_steps=train_one_epoch))
+    timing = replace(timing, elapsed_s=time.perf_counter() - started).slowest(group)
+    group.agree(lambda: fit_to_budget(run, timing))
 
 
 def _out_of_time(limit_min: float, *, elapsed: float, longest: float, group: Distributed) -> bool:

@@ -1,0 +1,122 @@
+"""Time budgets (engine/budget.py): the epoch count that fits, a budgeted run that is the same
+run as one given that count, and budgets too small for one epoch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import segnet.engine.train as train_module
+from segnet.cli import main
+from segnet.engine.budget import MARGIN, Timing, epochs_within
+from segnet.engine.checkpoint import read_checkpoint
+from segnet.engine.config import TrainConfig
+from segnet.engine.summary import format_start
+from segnet.engine.train import fit
+from segnet.errors import ArgumentError
+
+
+def _config(tiny_folder, out, **extra) -> TrainConfig:
+    values = dict(
+        model="segnet_basic", dataset="folder", data=str(tiny_folder), num_classes=3,
+        out=str(out), epochs=5, batch_size=2, lr=0.01, num_workers=0, crop=[32, 32],
+        hflip=True, precision="fp32", schedule="poly", warmup_epochs=0.5, val_every=2,
+    )  # fmt: skip
+    values.update(extra)
+    return TrainConfig(**values)
+
+
+def _timing(*, step_s=1.0, validation_s=10.0, save_s=0.0, end_s=0.0, elapsed_s=0.0) -> Timing:
+    return Timing(step_s=step_s, validation_s=validation_s, save_s=save_s, end_s=end_s,
+                  elapsed_s=elapsed_s)  # fmt: skip
+
+
+def test_the_count_is_the_most_epochs_whose_steps_and_validations_fit() -> None:
+    # an epoch: 10 steps of 1 s and a 1 s save; validations (10 s, and a 1 s save of best.pt)
+    # after epochs 3, 6, ... and after the last; 20 s before epoch 1, 5 s after the last
+    timing = _timing(save_s=1.0, elapsed_s=20.0, end_s=5.0)
+
+    def count(seconds: float, max_epochs: int = 100) -> int:
+        minutes = seconds / 60 / (1 - MARGIN)  # so that `seconds` are available
+        return epochs_within(
+            minutes, timing, steps_per_epoch=10, val_every=3, max_epochs=max_epochs
+        )
+
+    # 3 epochs: 20 + 3 x 11 + 1 x 11 + 5 = 69 s; 4 epochs: 20 + 4 x 11 + 2 x 11 + 5 = 91 s
+    assert count(69.001) == 3
+    assert count(90.999) == 3
+    assert count(91.001) == 4
+    assert count(1000, max_epochs=7) == 7  # never more than asked for
+    assert count(46.999) == 0  # one epoch: 20 + 11 + 11 + 5 = 47 s
+    assert count(47.001) == 1
+
+
+def test_a_budgeted_run_is_the_run_given_the_count_that_fits(
+    tiny_folder, tmp_path, monkeypatch
+) -> None:
+    """The schedule is timed to the epochs kept (poly decay to 0 after epoch 2, not 5), and the
+    probe draws nothing the run uses: the weights equal those of a run given epochs 2."""
+    fit(_config(tiny_folder, tmp_path / "given", epochs=2), progress=False)
+    # 4 images, batch 2: 2 steps an epoch; 2 epochs and 1 validation: 5 s; 3 epochs and 2: 8 s.
+    # 0.11 min less the margin is 6.4 s, less the (sub-second) setup before the probe
+    monkeypatch.setattr(train_module, "probe",
+                        lambda run, train_steps: _timing(step_s=1.0, validation_s=1.0, end_s=0.0))  # fmt: skip
+    budgeted = _config(tiny_folder, tmp_path / "budget", epochs=5, time_budget=0.11)
+    result = fit(budgeted, progress=False)
+    assert result["epochs_run"] == 2
+    given = read_checkpoint(tmp_path / "given" / "last.pt")
+    saved = read_checkpoint(tmp_path / "budget" / "last.pt")
+    for key, tensor in given["state_dict"].items():
+        assert torch.equal(tensor, saved["state_dict"][key]), key
+    assert saved["train_config"]["epochs"] == 2 and saved["train_config"]["time_budget"] == 0.11
+    assert saved["time_budget"]["epochs"] == 2 and saved["time_budget"]["max_epochs"] == 5
+    assert yaml.safe_load((tmp_path / "budget" / "config.yaml").read_text())["epochs"] == 2
+    start = json.loads((tmp_path / "budget" / "summary.json").read_text())["start"]
+    assert start["epochs"] == 2 and start["time_budget"]["step_s"] == 1.0
+    assert "time budget 0.11 min: 2 of at most 5 epochs fit" in format_start(start)
+    # resumed: the count stays, nothing is probed again, the record comes back from last.pt
+    monkeypatch.setattr(train_module, "probe", lambda run, train_steps: pytest.fail("probed"))
+    resumed = TrainConfig.for_resume(tmp_path / "budget", config_file=None, overrides={})
+    assert resumed.epochs == 2
+    assert fit(resumed, resume=True, progress=False)["epochs_run"] == 0
+    start = json.loads((tmp_path / "budget" / "summary.json").read_text())["start"]
+    assert start["time_budget"]["epochs"] == 2
+
+
+def test_the_real_probe_leaves_the_run_as_it_was(tiny_folder, tmp_path) -> None:
+    """A budget every epoch fits: the probe trains and validates copies, so the weights equal
+    those of the same run without a budget."""
+    fit(_config(tiny_folder, tmp_path / "plain", epochs=2), progress=False)
+    fit(_config(tiny_folder, tmp_path / "probed", epochs=2, time_budget=600), progress=False)
+    plain = read_checkpoint(tmp_path / "plain" / "last.pt")["state_dict"]
+    probed = read_checkpoint(tmp_path / "probed" / "last.pt")
+    assert probed["time_budget"]["epochs"] == 2 and probed["time_budget"]["step_s"] > 0
+    for key, tensor in plain.items():
+        assert torch.equal(tensor, probed["state_dict"][key]), key
+
+
+def test_a_budget_that_fits_no_epoch_stops_before_writing(
+    tiny_folder, tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(train_module, "probe",
+                        lambda run, train_steps: _timing(step_s=100.0, validation_s=1.0))  # fmt: skip
+    with pytest.raises(ArgumentError, match="time_budget.*fit 0 epoch"):
+        fit(_config(tiny_folder, tmp_path / "api", time_budget=1), progress=False)
+    out = tmp_path / "cli"
+    code = main(["train", "--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3",
+                 "--out", str(out), "--epochs", "3", "--time-budget", "1", "--num-workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--time-budget 1 minutes fit 0 epoch(s)" in err[0] and "give more minutes" in err[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_budget_values_are_checked_and_kept_on_resume(tiny_folder, tmp_path) -> None:
+    with pytest.raises(ArgumentError, match="time_budget"):
+        _config(tiny_folder, tmp_path / "x", time_budget=-1)
+    fit(_config(tiny_folder, tmp_path / "run", epochs=1), progress=False)
+    with pytest.raises(ArgumentError, match="time_budget.*resuming keeps a run's recipe"):
+        TrainConfig.for_resume(tmp_path / "run", config_file=None, overrides={"time_budget": 30})
