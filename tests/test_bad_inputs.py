@@ -262,6 +262,8 @@ CASES = [
     ("train --dataset synthetic --crop 8 8 --out {ws}/run", "--crop must be"),
     ("train --dataset synthetic --scale 2 1 --out {ws}/run", "--scale must be"),
     ("train --dataset synthetic --hue 0.9 --out {ws}/run", "--hue must be"),
+    ("train --dataset synthetic --time-budget -5 --out {ws}/run", "--time-budget must be 0 (off)"),
+    ("train --dataset synthetic --time-budget inf --out {ws}/run", "--time-budget must be 0 (off)"),
     ("train --dataset synthetic --epochs 0 --out {ws}/run", "--epochs"),
     ("train --dataset synthetic --model nope --out {ws}/run", "'nope' is not registered"),
     (f"train {D} --holdout-groups nope --out {{ws}}/run", "no such group"),
