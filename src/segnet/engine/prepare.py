@@ -75,9 +75,7 @@ class Run:
     board: RunBoard | None = None
     average: WeightAverage | None = None  # with `average_last`: the running weight average
     distillation: Distillation | None = None  # with `distill_from`: the teacher and the mix
-    budget: dict | None = (
-        None  # with `time_budget`: what the probe measured, epochs kept (budget.py)
-    )
+    budget: dict | None = None  # with `time_budget`: the epochs kept, and why (budget.py)
     averaged_metrics: dict | None = None  # val metrics of averaged.pt, once written
     summary: dict = field(default_factory=dict)  # the start summary (rank 0)
 
