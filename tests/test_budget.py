@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import segnet.engine.train as train_module
+import segnet.engine.budget as budget_module
 from segnet.cli import main
 from segnet.engine.budget import MARGIN, Timing, epochs_within
 from segnet.engine.checkpoint import read_checkpoint
@@ -62,7 +62,7 @@ def test_a_budgeted_run_is_the_run_given_the_count_that_fits(
     fit(_config(tiny_folder, tmp_path / "given", epochs=2), progress=False)
     # 4 images, batch 2: 2 steps an epoch; 2 epochs and 1 validation: 5 s; 3 epochs and 2: 8 s.
     # 0.11 min less the margin is 6.4 s, less the (sub-second) setup before the probe
-    monkeypatch.setattr(train_module, "probe",
+    monkeypatch.setattr(budget_module, "probe",
                         lambda run, train_steps: _timing(step_s=1.0, validation_s=1.0, end_s=0.0))  # fmt: skip
     budgeted = _config(tiny_folder, tmp_path / "budget", epochs=5, time_budget=0.11)
     result = fit(budgeted, progress=False)
@@ -78,7 +78,7 @@ def test_a_budgeted_run_is_the_run_given_the_count_that_fits(
     assert start["epochs"] == 2 and start["time_budget"]["step_s"] == 1.0
     assert "time budget 0.11 min: 2 of at most 5 epochs fit" in format_start(start)
     # resumed: the count stays, nothing is probed again, the record comes back from last.pt
-    monkeypatch.setattr(train_module, "probe", lambda run, train_steps: pytest.fail("probed"))
+    monkeypatch.setattr(budget_module, "probe", lambda run, train_steps: pytest.fail("probed"))
     resumed = TrainConfig.for_resume(tmp_path / "budget", config_file=None, overrides={})
     assert resumed.epochs == 2
     assert fit(resumed, resume=True, progress=False)["epochs_run"] == 0
@@ -101,7 +101,7 @@ def test_the_real_probe_leaves_the_run_as_it_was(tiny_folder, tmp_path) -> None:
 def test_a_budget_that_fits_no_epoch_stops_before_writing(
     tiny_folder, tmp_path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setattr(train_module, "probe",
+    monkeypatch.setattr(budget_module, "probe",
                         lambda run, train_steps: _timing(step_s=100.0, validation_s=1.0))  # fmt: skip
     with pytest.raises(ArgumentError, match="time_budget.*fit 0 epoch"):
         fit(_config(tiny_folder, tmp_path / "api", time_budget=1), progress=False)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..data.groups import Subset
 from ..errors import ArgumentError
@@ -135,7 +136,21 @@ def _validation_s(model: torch.nn.Module, run: Run) -> float:
     return seconds * share / len(few)
 
 
-def fit_to_budget(run: Run, timing: Timing) -> None:
+def fit_to_budget(
+    run: Run, *, started: float, train_steps: Callable[..., tuple[float, float]], progress: bool
+) -> None:
+    """A new run's epochs cut to those that end within ``time_budget`` minutes of ``started``
+    (a ``time.perf_counter()``), judged by the slowest process's probe, so that every process
+    keeps the same count; ``train_steps`` is ``train.train_one_epoch``."""
+    group = run.group
+    if progress and group.is_main:
+        tqdm.write(f"timing {PROBE_STEPS} training steps and a validation for the time budget ...")
+    timing = group.agree(lambda: probe(run, train_steps=train_steps))
+    timing = replace(timing, elapsed_s=time.perf_counter() - started).slowest(group)
+    group.agree(lambda: keep_fitting_epochs(run, timing))
+
+
+def keep_fitting_epochs(run: Run, timing: Timing) -> None:
     """Sets ``run``'s epochs to those that fit ``run.config.time_budget`` by ``timing``, times
     its schedule to them and records the decision in its start summary. Raises an error naming
     ``time_budget`` if fewer epochs fit than the run needs (one, and its warm-up's)."""

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from ..errors import SegNetError
 from .averaging import FILE as AVERAGED_FILE
 from .averaging import window_start
 from .bn import recompute_bn_statistics
-from .budget import PROBE_STEPS, fit_to_budget, probe
+from .budget import fit_to_budget
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distill import Distillation
@@ -208,7 +207,7 @@ def fit(
     )
     run.trainer = wrap(run.model, group=group, device=run.device)  # a collective under torchrun
     if state is None and config.time_budget:
-        _fit_to_budget(run, started=tic, progress=progress)
+        fit_to_budget(run, started=tic, train_steps=train_one_epoch, progress=progress)
         config = run.config  # its epochs: those that fit
     plots = group.is_main and _open_run(run, out, state, overwrite=overwrite, progress=progress)
     metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
@@ -240,17 +239,6 @@ def fit(
             tqdm.write(format_end(end))
     return {"best": run.best, "last": metrics, "out": str(out), "epochs_run": epochs_run,
             "stopped_at": stopped_at}  # fmt: skip
-
-
-def _fit_to_budget(run: Run, *, started: float, progress: bool) -> None:
-    """A new run's epochs cut to those that end within ``time_budget`` (budget.py), judged by
-    the slowest process, so that every process keeps the same count."""
-    group = run.group
-    if progress and group.is_main:
-        tqdm.write(f"timing {PROBE_STEPS} training steps and a validation for the time budget ...")
-    timing = group.agree(lambda: probe(run, train_steps=train_one_epoch))
-    timing = replace(timing, elapsed_s=time.perf_counter() - started).slowest(group)
-    group.agree(lambda: fit_to_budget(run, timing))
 
 
 def _out_of_time(limit_min: float, *, elapsed: float, longest: float, group: Distributed) -> bool:
