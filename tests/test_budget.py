@@ -61,22 +61,22 @@ def test_a_budgeted_run_is_the_run_given_the_count_that_fits(
     probe draws nothing the run uses: the weights equal those of a run given epochs 2."""
     fit(_config(tiny_folder, tmp_path / "given", epochs=2), progress=False)
     # 4 images, batch 2: 2 steps an epoch; 2 epochs and 1 validation: 5 s; 3 epochs and 2: 8 s.
-    # 0.11 min less the margin is 6.4 s, less the (sub-second) setup before the probe
+    # 0.12 min less the margin is 6.5 s, less the (sub-second) setup before the probe
     monkeypatch.setattr(budget_module, "probe",
                         lambda run, train_steps: _timing(step_s=1.0, validation_s=1.0, end_s=0.0))  # fmt: skip
-    budgeted = _config(tiny_folder, tmp_path / "budget", epochs=5, time_budget=0.11)
+    budgeted = _config(tiny_folder, tmp_path / "budget", epochs=5, time_budget=0.12)
     result = fit(budgeted, progress=False)
     assert result["epochs_run"] == 2
     given = read_checkpoint(tmp_path / "given" / "last.pt")
     saved = read_checkpoint(tmp_path / "budget" / "last.pt")
     for key, tensor in given["state_dict"].items():
         assert torch.equal(tensor, saved["state_dict"][key]), key
-    assert saved["train_config"]["epochs"] == 2 and saved["train_config"]["time_budget"] == 0.11
+    assert saved["train_config"]["epochs"] == 2 and saved["train_config"]["time_budget"] == 0.12
     assert saved["time_budget"]["epochs"] == 2 and saved["time_budget"]["max_epochs"] == 5
     assert yaml.safe_load((tmp_path / "budget" / "config.yaml").read_text())["epochs"] == 2
     start = json.loads((tmp_path / "budget" / "summary.json").read_text())["start"]
     assert start["epochs"] == 2 and start["time_budget"]["step_s"] == 1.0
-    assert "time budget 0.11 min: 2 of at most 5 epochs fit" in format_start(start)
+    assert "time budget 0.12 min: 2 of at most 5 epochs fit" in format_start(start)
     # resumed: the count stays, nothing is probed again, the record comes back from last.pt
     monkeypatch.setattr(budget_module, "probe", lambda run, train_steps: pytest.fail("probed"))
     resumed = TrainConfig.for_resume(tmp_path / "budget", config_file=None, overrides={})
