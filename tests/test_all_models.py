@@ -1,5 +1,6 @@
 """The generic suite: every registered model goes through the same checks -- forward at odd
-sizes, backward, train/eval modes, optimize_for_inference, ONNX and torch.export. Per-model
+sizes, backward, train/eval modes, optimize_for_inference, ONNX and torch.export, logit offsets
+folded into the score layer. Per-model
 files test only what is specific to a model."""
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from conftest import model_params
 from segnet import optimize_for_inference
 from segnet.deploy.export import check_export, export_model
 from segnet.deploy.optimize import InferenceModel
+from segnet.engine.adjust import fold_offsets
+from segnet.engine.checkpoint import ModelConfig
+from segnet.errors import ArgumentError
 
 SIZES = [(32, 32), (37, 53)]  # odd sides: every ceil-mode pool and cropping unpool is exercised
 EXPORT_SIZE = (45, 61)
@@ -79,3 +83,31 @@ def test_torch_export_round_trip(model_factory, name: str, tmp_path) -> None:
     path = export_model(model, tmp_path / "model.pt2", format="torch-export", size=EXPORT_SIZE)
     result = check_export(path, model, torch.randn(1, 3, *EXPORT_SIZE), format="torch-export")
     assert result["agreement"] >= 0.999 and result["max_abs_diff"] < 1e-3
+
+
+# Their last upsampling (a bilinear deconvolution, or none after a K-channel sum of upsampled
+# maps) does not move every pixel by a constant: evaluate applies their offsets to the scores.
+NO_FOLDED_OFFSETS = {"fcn8s", "fcn16s", "fcn32s", "fcn_basic_no_addition"}
+
+
+@pytest.mark.parametrize("name", model_params())
+def test_logit_offsets_fold_into_the_score_layer(model_factory, name: str) -> None:
+    model = model_factory(name)
+    config = ModelConfig(name=name, num_classes=5, class_names=tuple("abcde"),
+                         palette=((0, 0, 0),) * 5, ignore_index=255)  # fmt: skip
+    offsets = torch.tensor([1.0, -1.0, 0.5, 0.0, 2.0])
+    x = torch.randn(1, 3, *EXPORT_SIZE)
+    with torch.no_grad():
+        before = model(x)
+    if name in NO_FOLDED_OFFSETS:
+        with pytest.raises(ArgumentError, match="cannot be folded"):
+            fold_offsets(model, config, offsets)
+        with torch.no_grad():
+            assert torch.equal(model(x), before)  # every tried layer put back
+        return
+    fold_offsets(model, config, offsets)
+    with torch.no_grad():
+        moved = model(x) - before  # at a size the check did not use
+    torch.testing.assert_close(
+        moved, offsets[None, :, None, None].expand_as(moved), atol=1e-4, rtol=0
+    )

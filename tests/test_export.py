@@ -92,6 +92,12 @@ def test_cli_export_weights_is_an_fp16_checkpoint_that_predicts_alike(tmp_path, 
         "segnet: error: --format weights stores fp16 weights; drop --precision int8"
     )
     assert not (tmp_path / "x.pt").exists()
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "weights", "--out",
+                 str(tmp_path / "x.pt"), "--size", "64x64"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == (
+        "segnet: error: --format weights stores fp16 weights; drop --size"
+    )
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_cli_export_bad_inputs(tmp_path, capsys) -> None:

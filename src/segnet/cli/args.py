@@ -4,6 +4,7 @@ registry that owns it (datasets, splits, precisions, export formats), never spel
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -33,6 +34,23 @@ def positive_int(flag: str) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def logit_adjust(text: str) -> float:
+    """An argparse type: a finite tau for ``--logit-adjust`` (engine/adjust.py)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+LOGIT_ADJUST_HELP = (
+    "shift each class score by -TAU*log(its training class weight) (engine/adjust.py): 0 is the "
+    "model as trained, 1 undoes its class weights"
+)
 
 
 def image_size(text: str) -> tuple[int, int]:

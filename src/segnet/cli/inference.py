@@ -8,6 +8,7 @@ from pathlib import Path
 from ..errors import ArgumentError, SegNetError
 from ..files import check_output_dir, check_output_file, write_json
 from .args import (
+    LOGIT_ADJUST_HELP,
     Subparsers,
     add_data_flags,
     add_group_pattern_flag,
@@ -15,6 +16,7 @@ from .args import (
     add_tiling_flags,
     add_tta_flags,
     engine_settings,
+    logit_adjust,
     open_data,
     positive_int,
     tiling_from_args,
@@ -51,6 +53,11 @@ def add_evaluate(sub: Subparsers) -> None:
         "--bf-count-predicted", action="store_true",
         help="BF also averages classes present only in the prediction (authors' script)",
     )  # fmt: skip
+    p.add_argument(
+        "--logit-adjust", nargs="+", type=logit_adjust, metavar="TAU",
+        help=f"also score the model with {LOGIT_ADJUST_HELP}; one pass scores every TAU. Choose "
+        "TAU on a drive the model never saw, apply it with `segnet export --logit-adjust`",
+    )  # fmt: skip
     add_tta_flags(p)
     add_tiling_flags(p)
     add_runtime_flags(p, engines=True)
@@ -59,6 +66,7 @@ def add_evaluate(sub: Subparsers) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..deploy.runtime import resolve_device, resolve_precision
+    from ..engine.adjust import adjustments
     from ..engine.checkpoint import load_model
     from ..engine.evaluate import evaluate
     from ..models import has_dropout
@@ -81,6 +89,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
+    taus = args.logit_adjust or []
+    offsets = adjustments(payload, taus, path=args.checkpoint) if taus else []
     engine = engine_settings(args, precision)  # backend, int8 calibration images
     train_set = bn_training_data(args, payload) if args.precise_bn else None
     model.to(device)
@@ -89,13 +99,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
         bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted, tta=tta,
-        tiling=tiling, **engine,
+        tiling=tiling, offsets=offsets, **engine,
     )  # fmt: skip
+    adjusted = [{"tau": tau, **found} for tau, found in zip(taus, metrics.pop("adjusted", []))]
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
                     "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision,
                     "int8_plan": args.int8_plan if precision == "int8" else None, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
                     **tiling.describe()})  # fmt: skip
     print(format_metrics(metrics))
+    if adjusted:
+        folded = (payload.get("logit_adjust") or {}).get("tau")
+        print(format_adjusted(adjusted) + (f"\n(on top of the tau {folded:g} folded into "
+                                           f"{args.checkpoint})" if folded else ""))  # fmt: skip
+        metrics["logit_adjust"] = adjusted
     if args.out:
         write_json(args.out, metrics)
         print(f"metrics written to {args.out}")
@@ -135,6 +151,22 @@ def format_metrics(metrics: dict) -> str:
     if metrics.get("bf") is not None:
         summary += f"  BF {metrics['bf']:.4f}"
     return "\n".join(lines + [summary + f"  ({metrics['num_images']} images)"])
+
+
+def format_adjusted(adjusted: list[dict]) -> str:
+    """One line per tau of ``--logit-adjust``: the four metrics and each class's IoU."""
+    names = [row["name"] for row in adjusted[0]["per_class"]]
+    lines = [
+        f"logit adjustment:  {'tau':>6}{'G':>8}{'C':>8}{'mIoU':>8}{'BF':>8}   IoU "
+        + " ".join(f"{n[:6]:>6}" for n in names)
+    ]
+    for found in adjusted:
+        ious = " ".join(f"{row['iou']:>6.3f}" for row in found["per_class"])
+        lines.append(
+            f"{'':<19}{found['tau']:>6.2f}{found['global_accuracy']:>8.4f}{found['class_accuracy']:>8.4f}"
+            f"{found['miou']:>8.4f}{found.get('bf', float('nan')):>8.4f}   {ious}"
+        )  # fmt: skip
+    return "\n".join(lines)
 
 
 def add_predict(sub: Subparsers) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data import SPLITS
-from ..deploy.export import EXPORT_FORMATS, EXPORT_PRECISIONS
+from ..deploy.export import EXPORT_FORMATS, EXPORT_PRECISIONS, GRAPH_SIZE
 from ..deploy.runtime import INFERENCE_PRECISIONS
 from ..errors import ArgumentError
 from ..files import check_output_file, write_json
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 from .args import (
+    LOGIT_ADJUST_HELP,
     Subparsers,
     add_calibration_flags,
     add_data_flags,
@@ -24,6 +25,7 @@ from .args import (
     add_group_pattern_flag,
     calibration_from_args,
     image_size,
+    logit_adjust,
     open_data,
     positive_int,
 )
@@ -126,8 +128,9 @@ def add_export(sub: Subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--out", required=True, help="model.onnx, model.pt2 or model.pt")
     p.add_argument(
-        "--size", type=image_size, default=(360, 480),
-        help="input HxW the graph is built for (default 360x480)",
+        "--size", type=image_size, default=None,
+        help=f"input HxW the graph is built for (default {GRAPH_SIZE[0]}x{GRAPH_SIZE[1]}; "
+        f"not with --format {WEIGHTS_FORMAT})",
     )  # fmt: skip
     p.add_argument(
         "--dynamic", action="store_true",
@@ -139,6 +142,11 @@ def add_export(sub: Subparsers) -> None:
     )  # fmt: skip
     add_calibration_flags(p)
     p.add_argument(
+        "--logit-adjust", type=logit_adjust, default=0.0, metavar="TAU",
+        help=f"{LOGIT_ADJUST_HELP}; folded into the score layer's bias, so every format and "
+        "backend runs it (default 0; choose TAU with `segnet evaluate --logit-adjust`)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-check", dest="check", action="store_false",
         help="skip running the file (onnxruntime / torch.export) against PyTorch",
     )  # fmt: skip
@@ -147,12 +155,18 @@ def add_export(sub: Subparsers) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..deploy.export import export_model, write_metadata
+    from ..engine.adjust import adjust_model
     from ..engine.checkpoint import load_model
 
     final = check_output_file(args.out, argument="out", inputs=(args.checkpoint,))
     if args.format == WEIGHTS_FORMAT:
         return _export_weights(args, final)
-    model, config, _ = load_model(args.checkpoint)
+    args.size = args.size or GRAPH_SIZE
+    model, config, payload = load_model(args.checkpoint)
+    adjusted = {}
+    if args.logit_adjust:
+        adjusted = {"logit_adjust": adjust_model(model, config, payload, tau=args.logit_adjust,
+                                                 path=args.checkpoint)}  # fmt: skip
     calibration = None
     if args.precision == "int8":
         calibration = calibration_from_args(args, checkpoint=args.checkpoint)
@@ -164,7 +178,9 @@ def run_export(args: argparse.Namespace) -> int:
                      int8_plan=args.int8_plan)  # fmt: skip
         if args.format == "onnx":  # what a deployment needs besides the graph
             plan = {"int8_plan": args.int8_plan} if args.precision == "int8" else {}
-            write_metadata(target, {**config.to_dict(), "precision": args.precision, **plan})
+            write_metadata(
+                target, {**config.to_dict(), "precision": args.precision, **plan, **adjusted}
+            )
         if args.check:
             _check_exported(target, model, config.in_channels, args, calibration)
             os.replace(target, final)
@@ -187,12 +203,16 @@ def _export_weights(args: argparse.Namespace, final: Path) -> int:
     from ..engine.checkpoint import load_model
     from ..engine.weights import pack_weights
 
-    if args.precision != "fp32" or args.dynamic:
-        flag = "--dynamic" if args.dynamic else f"--precision {args.precision}"
-        raise ArgumentError("format", f"{WEIGHTS_FORMAT} stores fp16 weights; drop {flag}")
+    given = {"--dynamic": args.dynamic, "--size": args.size is not None,  # a graph's, not weights'
+             f"--precision {args.precision}": args.precision != "fp32"}  # fmt: skip
+    refused = [flag for flag, value in given.items() if value]
+    if refused:
+        raise ArgumentError(
+            "format", f"{WEIGHTS_FORMAT} stores fp16 weights; drop {' and '.join(refused)}"
+        )
     target = final.with_name(f".{final.name}.unchecked")
     try:
-        pack_weights(args.checkpoint, target)
+        pack_weights(args.checkpoint, target, logit_adjust=args.logit_adjust)
         _, config, _ = load_model(target)
         os.replace(target, final)
     finally:

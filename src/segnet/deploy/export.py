@@ -67,6 +67,9 @@ def example_images(size: tuple[int, int], in_channels: int, *, dynamic: bool) ->
     )
 
 
+GRAPH_SIZE = (360, 480)  # (H, W) a fixed-size graph is built for unless told: a CamVid frame
+
+
 def _round(n: int) -> int:
     return max(SIZE_MULTIPLE, round(n / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
@@ -76,7 +79,7 @@ def export_model(
     path: str | Path,
     *,
     format: str,
-    size: tuple[int, int] = (360, 480),
+    size: tuple[int, int] = GRAPH_SIZE,
     in_channels: int = 3,
     dynamic: bool = False,
     precision: str = "fp32",

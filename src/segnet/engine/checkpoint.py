@@ -4,7 +4,8 @@ nothing but the file.
     {"format": "segnet-checkpoint", "version": 1,
      "model": {"name", "num_classes", "in_channels", "options"},
      "data": {"class_names", "palette", "ignore_index", "mean", "std"},
-     "state_dict", "epoch", "metrics", "train_config", optional "optimizer"/"scheduler"/...}
+     "state_dict", "epoch", "metrics", "train_config", "class_weights" (the loss's, or None;
+     since 2026-12-07), optional "optimizer"/"scheduler"/..., "logit_adjust" (engine/adjust.py)}
 
 Written atomically (temp file + rename): a crash mid-save never corrupts ``last.pt``.
 """

@@ -153,7 +153,8 @@ def _save(run: Run, out: Path, epoch: int, metrics: dict, *, improved: bool) -> 
     """best.pt before last.pt: a kill between them leaves last.pt an epoch behind, and resuming
     redoes that epoch and rewrites best.pt identically. config.yaml and log.csv follow last.pt."""
     extra = {"epoch": epoch + 1, "metrics": metrics, "train_config": run.config.to_dict(),
-             "world_size": run.group.world_size, "time_budget": run.budget}  # fmt: skip
+             "world_size": run.group.world_size, "time_budget": run.budget,
+             "class_weights": _class_weights(run)}  # fmt: skip
     if improved:
         save_checkpoint(out / "best.pt", config=run.model_config, model=run.model, **extra)
     average = {} if run.average is None else {"average": run.average.state_dict(),
@@ -329,11 +330,18 @@ def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
     }
     if run.group.is_main:
         save_checkpoint(out / AVERAGED_FILE, config=run.model_config, model=model, epoch=epoch + 1,
-                        metrics=metrics, train_config=run.config.to_dict())  # fmt: skip
+                        metrics=metrics, train_config=run.config.to_dict(),
+                        class_weights=_class_weights(run))  # fmt: skip
         if progress:
             tqdm.write(f"weight average of epochs {epochs[0]}-{epochs[-1]}, BN over "
                        f"{stats['images']} training images: val {format_metrics(metrics)} "
                        f"-> {out / AVERAGED_FILE}")  # fmt: skip
+
+
+def _class_weights(run: Run) -> list[float] | None:
+    """The loss's class weights, kept in checkpoints for `--logit-adjust` (engine/adjust.py)."""
+    weight = run.loss_fn.weight
+    return None if weight is None else weight.tolist()
 
 
 def _evaluation_model(run: Run) -> nn.Module:

@@ -14,8 +14,12 @@ from torch import nn
 
 from ..errors import SegNetError
 from ..files import atomic_write
+from .adjust import FLAG, adjust_model
 from .checkpoint import ModelConfig, load_model, read_checkpoint
 
+# What shipped weights keep of a training checkpoint: no optimizer, schedule or log.
+KEPT = ("format", "version", "model", "data", "epoch", "metrics", "train_config", "class_weights",
+        FLAG)  # fmt: skip
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # segnet/weights/
 
 
@@ -67,18 +71,19 @@ def load_pretrained(model: str, weights: str) -> nn.Module:
     return net
 
 
-def pack_weights(checkpoint: str | Path, out: str | Path) -> Path:
-    """Writes an inference-only fp16 copy of a training checkpoint (config, classes, metrics)."""
+def pack_weights(checkpoint: str | Path, out: str | Path, *, logit_adjust: float = 0.0) -> Path:
+    """Writes an inference-only fp16 copy of a training checkpoint (config, classes, metrics,
+    class weights); ``logit_adjust``: tau folded into its score layer first (engine/adjust.py),
+    recorded under ``logit_adjust`` (``metrics`` stay those measured before it)."""
     payload = read_checkpoint(checkpoint)
-    state = {
-        k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
-    }
-    keep = {
-        k: payload[k]
-        for k in ("format", "version", "model", "data", "epoch", "metrics", "train_config")
-        if k in payload
-    }
+    state = payload["state_dict"]
+    keep = {k: payload[k] for k in KEPT if k in payload}
     keep["metrics"] = {k: v for k, v in keep.get("metrics", {}).items() if k != "confusion_matrix"}
-    keep["state_dict"] = state
+    if logit_adjust:
+        model, config, _ = load_model(checkpoint)
+        record = adjust_model(model, config, payload, tau=logit_adjust, path=checkpoint)
+        keep[FLAG], keep["class_weights"] = record, record["class_weights"]
+        state = model.state_dict()
+    keep["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     atomic_write(Path(out), lambda f: torch.save(keep, f))
     return Path(out)
