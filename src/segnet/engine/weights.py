@@ -80,7 +80,9 @@ def pack_weights(checkpoint: str | Path, out: str | Path, *, logit_adjust: float
     keep = {k: payload[k] for k in KEPT if k in payload}
     keep["metrics"] = {k: v for k, v in keep.get("metrics", {}).items() if k != "confusion_matrix"}
     if logit_adjust:
-        model, config, _ = load_model(checkpoint)
+        config = ModelConfig.from_dict(payload)  # the payload already read: no second load
+        model = config.build()
+        model.load_state_dict(state)  # fp32 model: fp16 weights are cast up
         record = adjust_model(model, config, payload, tau=logit_adjust, path=checkpoint)
         keep[FLAG], keep["class_weights"] = record, record["class_weights"]
         state = model.state_dict()
