@@ -3,6 +3,7 @@ run as one given that count, and budgets too small for one epoch."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,10 +11,12 @@ import torch
 import yaml
 
 import segnet.engine.budget as budget_module
+import segnet.engine.train as train_module
 from segnet.cli import main
 from segnet.engine.budget import MARGIN, Timing, epochs_within
 from segnet.engine.checkpoint import read_checkpoint
 from segnet.engine.config import TrainConfig
+from segnet.engine.recipe import lr_factor
 from segnet.engine.summary import format_start
 from segnet.engine.train import fit
 from segnet.errors import ArgumentError
@@ -39,19 +42,93 @@ def test_the_count_is_the_most_epochs_whose_steps_and_validations_fit() -> None:
     # after epochs 3, 6, ... and after the last; 20 s before epoch 1, 5 s after the last
     timing = _timing(save_s=1.0, elapsed_s=20.0, end_s=5.0)
 
-    def count(seconds: float, max_epochs: int = 100) -> int:
-        minutes = seconds / 60 / (1 - MARGIN)  # so that `seconds` are available
+    def count(seconds: float, max_epochs: int = 100, done: int = 0) -> int:
+        # the budget whose minutes leave `seconds` for epochs: what is left after the 20 s
+        # spent, less the margin of it, less the end
+        minutes = (20.0 + (seconds + 5.0) / (1 - MARGIN)) / 60
         return epochs_within(
-            minutes, timing, steps_per_epoch=10, val_every=3, max_epochs=max_epochs
+            minutes, timing, steps_per_epoch=10, val_every=3, max_epochs=max_epochs, done=done
         )
 
-    # 3 epochs: 20 + 3 x 11 + 1 x 11 + 5 = 69 s; 4 epochs: 20 + 4 x 11 + 2 x 11 + 5 = 91 s
-    assert count(69.001) == 3
-    assert count(90.999) == 3
-    assert count(91.001) == 4
+    # 3 epochs: 3 x 11 + 1 x 11 = 44 s; 4 epochs: 4 x 11 + 2 x 11 = 66 s
+    assert count(44.001) == 3
+    assert count(65.999) == 3
+    assert count(66.001) == 4
     assert count(1000, max_epochs=7) == 7  # never more than asked for
-    assert count(46.999) == 0  # one epoch: 20 + 11 + 11 + 5 = 47 s
-    assert count(47.001) == 1
+    assert count(21.999) == 0  # one epoch: 11 + 11 = 22 s
+    assert count(22.001) == 1
+    # 2 epochs done (their time is in elapsed_s): epoch 3 and its validation 22 s, epoch 4
+    # and the last validation 22 s more; none more fits: the count stays at the epochs done
+    assert count(43.999, done=2) == 3
+    assert count(44.001, done=2) == 4
+    assert count(21.999, done=2) == 2
+
+
+def test_a_replanned_schedule_goes_on_from_the_rate_reached() -> None:
+    config = TrainConfig(model="segnet_basic", dataset="synthetic", schedule="cosine",
+                         warmup_epochs=1, epochs=10)  # fmt: skip
+    planned = [lr_factor(config, step, 100, 10) for step in range(101)]
+    # after epoch 4 (step 40) the plan becomes 6 epochs (60 steps), after epoch 5 then 5
+    cut = [lr_factor(config, step, 100, 10, replans=((40, 60),)) for step in range(61)]
+    assert cut[:41] == planned[:41]  # the same schedule up to the re-plan
+    # the rest of the decay (90 steps from step 10, 30 done) squeezed into 20 steps
+    assert cut[50] == pytest.approx(planned[70]) and cut[41] < planned[41]
+    assert cut[60] == pytest.approx(0.0, abs=1e-12)  # ends where the new count ends
+    assert all(a > b for a, b in itertools.pairwise(cut[10:]))  # falls without a jump
+    twice = [lr_factor(config, step, 100, 10, replans=((40, 60), (50, 55))) for step in range(56)]
+    assert twice[:51] == cut[:51] and twice[55] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_epochs_slower_than_probed_cut_the_plan_and_resume_keeps_the_cut(
+    tiny_folder, tmp_path, monkeypatch, capsys
+) -> None:
+    """The probe says a step takes 10 s (an epoch: 2 steps), so 6 of 8 epochs fit in 130 s;
+    the epochs then take 40 s each (other work on the machine): after epoch 2 the plan is cut
+    to the 3 more that fit, and the rate reaches 0 at epoch 5. A launch killed after epoch 3
+    and resumed ends with the same weights (the schedule is rebuilt with the cut)."""
+    monkeypatch.setattr(budget_module, "probe",
+                        lambda run, train_steps: _timing(step_s=10.0, validation_s=0.0))  # fmt: skip
+    train_epoch = train_module._train_epoch
+
+    def slow(run, epoch, *, progress):
+        return train_epoch(run, epoch, progress=progress) | {"epoch_s": 40.0}
+
+    monkeypatch.setattr(train_module, "_train_epoch", slow)
+    minutes = (130 / (1 - MARGIN)) / 60
+    whole = _config(tiny_folder, tmp_path / "whole", epochs=8, time_budget=minutes)
+    assert fit(whole)["epochs_run"] == 5
+    out = capsys.readouterr().out
+    assert "6 of at most 8 epochs fit" in out
+    assert "the last 2 epoch(s) ran 2.00x the probed steps" in out and "by epoch 5" in out
+    saved = read_checkpoint(tmp_path / "whole" / "last.pt")
+    assert saved["train_config"]["epochs"] == 5
+    assert saved["time_budget"]["epochs"] == 6
+    assert saved["time_budget"]["replans"] == [{"after_epoch": 2, "epochs": 5, "step_s": 20.0}]
+    rates = [row["lr"] for row in saved["log"]]
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12) and rates[2] > rates[3] > rates[4]
+    start = json.loads((tmp_path / "whole" / "summary.json").read_text())["start"]
+    assert "after epoch 2 cut to 5" in format_start(start) and start["epochs"] == 5
+
+    run_epoch, calls = train_module._run_epoch, []
+
+    def killed_after_three(*args, **kwargs):
+        calls.append(run_epoch(*args, **kwargs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_run_epoch", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            _config(tiny_folder, tmp_path / "killed", epochs=8, time_budget=minutes), progress=False
+        )
+    monkeypatch.setattr(train_module, "_run_epoch", run_epoch)
+    monkeypatch.setattr(budget_module, "probe", lambda run, train_steps: pytest.fail("probed"))
+    resumed = TrainConfig.for_resume(tmp_path / "killed", config_file=None, overrides={})
+    assert resumed.epochs == 5
+    assert fit(resumed, resume=True, progress=False)["epochs_run"] == 2
+    again = read_checkpoint(tmp_path / "killed" / "last.pt")
+    for key, tensor in saved["state_dict"].items():
+        assert torch.equal(tensor, again["state_dict"][key]), key
 
 
 def test_a_budgeted_run_is_the_run_given_the_count_that_fits(

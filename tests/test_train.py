@@ -172,12 +172,12 @@ def test_time_limit_cli_says_how_to_continue(tiny_folder, tmp_path, capsys) -> N
 def test_each_epoch_line_says_how_long_the_remaining_epochs_take(
     tiny_folder, tmp_path, capsys
 ) -> None:
-    from segnet.engine.train import _duration
+    from segnet.engine.summary import format_duration
 
     fit(_config(tiny_folder, tmp_path / "run", epochs=2, max_batches=1))
     lines = [t for t in capsys.readouterr().out.splitlines() if t.startswith("epoch ")]
     assert "of epochs left" in lines[0] and "left" not in lines[1]  # none after the last
-    assert [_duration(s) for s in (40.4, 89, 3900, 7260)] == [
+    assert [format_duration(s) for s in (40.4, 89, 3900, 7260)] == [
         "40 s",
         "1 min",
         "1 h 05 min",

@@ -13,7 +13,10 @@ augmentation are seeded by (seed, epoch, index), dropout by (seed, epoch)). The 
 with the run (its ``train_config``), so ``--resume`` goes on with it and probes nothing.
 
 The estimate is as good as the machine is steady: work started beside the run slows every epoch
-after the probe. ``MARGIN`` of the budget is kept back for that, for plots and for probe noise.
+after the probe. ``MARGIN`` of the budget is kept back for that, for plots and for probe noise,
+and from epoch ``REPLAN_AFTER`` on the launch compares its recent epochs with the probe: when
+the epochs planned no longer fit, :func:`replan` cuts them to those that do and squeezes the
+rest of the schedule into them (a 125-minute run on a shared Zen 3 ran 30 minutes over before).
 Under torchrun each process probes its own steps (without DDP's gradient exchange, which the
 margin has to cover) and every process keeps the count the slowest one's figures allow.
 """
@@ -45,6 +48,10 @@ from .recipe import make_optimizer
 MARGIN = 0.10
 PROBE_STEPS = 3  # timed training steps, after one warm-up step
 PROBE_IMAGES = 2  # val images timed, after a warm-up pass over the same images
+# Re-plans judge the mean step of the last RECENT_EPOCHS epochs, from epoch REPLAN_AFTER on:
+# recent enough to see other work start, more than one epoch so that one slow one does not cut
+REPLAN_AFTER = 2
+RECENT_EPOCHS = 2
 
 
 @dataclass(frozen=True)
@@ -69,20 +76,22 @@ def epochs_within(
     steps_per_epoch: int,
     val_every: int,
     max_epochs: int,
+    done: int = 0,
 ) -> int:
-    """The most epochs (at most ``max_epochs``) whose training, validations (every ``val_every``
-    epochs and after the last), checkpoints (``last.pt`` each epoch, ``best.pt`` at most each
-    validation) and end fit in ``budget_min`` minutes less ``MARGIN``, counted from the
-    launch's start; 0 if not even one does."""
-    available = 60.0 * budget_min * (1 - MARGIN) - timing.elapsed_s - timing.end_s
+    """The most epochs (at most ``max_epochs``) such that those after the first ``done`` (whose
+    time ``timing.elapsed_s`` holds) -- their training, validations (every ``val_every``
+    epochs and after the last) and checkpoints (``last.pt`` each epoch, ``best.pt`` at most
+    each validation) -- and the end fit in what is left of ``budget_min`` minutes less
+    ``MARGIN`` of it; ``done`` if not even one more does."""
+    available = (60.0 * budget_min - timing.elapsed_s) * (1 - MARGIN) - timing.end_s
 
     def needs(epochs: int) -> float:
-        validations = epochs // val_every + (epochs % val_every != 0)
-        training = epochs * (steps_per_epoch * timing.step_s + timing.save_s)
+        validations = epochs // val_every - done // val_every + (epochs % val_every != 0)
+        training = (epochs - done) * (steps_per_epoch * timing.step_s + timing.save_s)
         return training + validations * (timing.validation_s + timing.save_s)
 
-    fitting = 0
-    for epochs in range(1, max_epochs + 1):  # needs() grows with epochs: stop at the first miss
+    fitting = done
+    for epochs in range(done + 1, max_epochs + 1):  # needs() grows: stop at the first miss
         if needs(epochs) > available:
             break
         fitting = epochs
@@ -140,16 +149,56 @@ def _validation_s(model: torch.nn.Module, run: Run) -> float:
 
 def fit_to_budget(
     run: Run, *, started: float, train_steps: Callable[..., tuple[float, float]], progress: bool
-) -> None:
+) -> Timing:
     """A new run's epochs cut to those that end within ``time_budget`` minutes of ``started``
     (a ``time.perf_counter()``), judged by the slowest process's probe, so that every process
-    keeps the same count; ``train_steps`` is ``train.train_one_epoch``."""
+    keeps the same count; ``train_steps`` is ``train.train_one_epoch``. Returns the probe's
+    figures, which :func:`replan` compares the epochs with."""
     group = run.group
     if progress and group.is_main:
         tqdm.write(f"timing {PROBE_STEPS} training steps and a validation for the time budget ...")
     timing = group.agree(lambda: probe(run, train_steps=train_steps))
     timing = replace(timing, elapsed_s=time.perf_counter() - started).slowest(group)
     group.agree(lambda: keep_fitting_epochs(run, timing))
+    return timing
+
+
+def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | None:
+    """After epoch ``done`` (from the second on) of the launch that fitted the budget: if its
+    recent epochs ran slower than ``probed`` (other work started on the machine) so that the
+    epochs planned no longer end within the budget, the plan is cut to those that do (at least
+    one more: the rate has to come down) and the schedule re-timed from here (recipe.py: it
+    goes on from the rate reached, down to its end at the new count). Never lengthened: a
+    machine that got faster keeps its plan. Judged on the slowest process's clocks. Returns the
+    line that says so, None when the plan stands. ``elapsed_s``: since the launch began."""
+    config, group = run.config, run.group
+    if done < REPLAN_AFTER or done >= config.epochs:
+        return None
+    recent = [float(row["epoch_s"]) for row in run.log[-RECENT_EPOCHS:]]
+    step_s = group.max(sum(recent) / len(recent) / run.steps_per_epoch)
+    slower = step_s / probed.step_s  # validations and the end slow down alike
+    now = Timing(step_s=step_s, validation_s=probed.validation_s * slower, save_s=probed.save_s,
+                 end_s=probed.end_s * slower, elapsed_s=group.max(elapsed_s))  # fmt: skip
+    fitting = epochs_within(
+        config.time_budget, now, steps_per_epoch=run.steps_per_epoch, val_every=config.val_every,
+        max_epochs=config.epochs, done=done,
+    )  # fmt: skip
+    if fitting >= config.epochs:
+        return None
+    epochs = max(done + 1, fitting)
+    run.budget.setdefault("replans", []).append(
+        {"after_epoch": done, "epochs": epochs, "step_s": round(step_s, 3)}
+    )
+    run.config = replace(config, epochs=epochs)
+    run.scheduler = make_scheduler(run.config, run.optimizer, run.steps_per_epoch,
+                                   budget=run.budget, taken=run.scheduler.last_epoch)  # fmt: skip
+    if run.summary:  # rank 0
+        run.summary.update(epochs=epochs, time_budget=run.budget)
+    return (
+        f"time budget: the last {len(recent)} epoch(s) ran {slower:.2f}x the probed steps "
+        f"({step_s:.2f} s a step), so {epochs} of the {config.epochs} epochs planned end within "
+        f"{config.time_budget:g} min: the rate now decays to its end by epoch {epochs}"
+    )
 
 
 def keep_fitting_epochs(run: Run, timing: Timing) -> None:

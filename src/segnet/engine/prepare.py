@@ -107,7 +107,9 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
     if config.max_batches:
         steps_per_epoch = min(steps_per_epoch, config.max_batches)
     optimizer = make_optimizer(config, model)
-    scheduler = make_scheduler(config, optimizer, steps_per_epoch)
+    # a resumed run's schedule: its time budget's re-plans included
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch,
+                               budget=state.get("time_budget") if state else None)  # fmt: skip
     run = Run(
         config=config, group=group, device=device, precision=precision, model=model,
         model_config=model_config, loss_fn=SegmentationLoss(weights, ignore_index=info.ignore_index).to(device),
@@ -134,12 +136,27 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
 
 
 def make_scheduler(
-    config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    *,
+    budget: dict | None = None,
+    taken: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The per-step rate schedule (recipe.py) over ``config.epochs`` epochs, from step 0."""
-    total = steps_per_epoch * config.epochs
+    """The per-step rate schedule (recipe.py) over ``config.epochs`` epochs, ``taken`` steps
+    into it (the optimizer's rate set for the next); with a time budget's record (budget.py)
+    that re-planned, over its first count of epochs and then each re-plan's, as the run that
+    re-planned had it (``--resume`` rebuilds it alike)."""
+    replans = tuple(
+        (plan["after_epoch"] * steps_per_epoch, plan["epochs"] * steps_per_epoch)
+        for plan in (budget or {}).get("replans", ())
+    )
+    epochs = budget["epochs"] if replans else config.epochs
+    total = steps_per_epoch * epochs
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(config, step, total, steps_per_epoch)
+        optimizer,
+        lambda step: lr_factor(config, step, total, steps_per_epoch, replans=replans),
+        last_epoch=taken - 1,  # its first step() sets the rate for step `taken`
     )
 
 

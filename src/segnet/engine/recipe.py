@@ -40,15 +40,43 @@ class SegmentationLoss(nn.Module):
         return total / (masks != self.ignore_index).sum().clamp(min=1)
 
 
-def lr_factor(config: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base rate at an iteration: linear warm-up, then the schedule."""
+def lr_factor(
+    config: TrainConfig,
+    step: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    *,
+    replans: tuple[tuple[int, int], ...] = (),
+) -> float:
+    """Multiplier of the base rate at an iteration: linear warm-up, then the schedule over
+    ``total_steps``. ``replans``: (step, total steps) pairs in order, a time budget's re-plans
+    (budget.py): from each such step the rest of the schedule is squeezed into the steps up to
+    the new total, so the rate goes on from where it was, only falling faster."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total_steps - warmup)
-    if config.schedule == "poly":
+    return _decay(config.schedule, _progress(step, total_steps, warmup, replans))
+
+
+def _progress(
+    step: int, total_steps: int, warmup: int, replans: tuple[tuple[int, int], ...]
+) -> float:
+    """How far (0 to 1) into the schedule's decay a step after warm-up is."""
+    if not replans:
+        return (step - warmup) / max(1, total_steps - warmup)
+    at, total = replans[-1]
+    begin = max(at, warmup)  # a re-plan during warm-up leaves the warm-up as it was
+    if step < begin:
+        return _progress(step, total_steps, warmup, replans[:-1])
+    reached = _progress(begin, total_steps, warmup, replans[:-1])
+    return reached + (1 - reached) * (step - begin) / max(1, total - begin)
+
+
+def _decay(schedule: str, progress: float) -> float:
+    """The schedule's multiplier after warm-up, ``progress`` from 0 (its start) to 1 (its end)."""
+    if schedule == "poly":
         return (1 - progress) ** 0.9
-    if config.schedule == "cosine":
+    if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return 1.0
 

@@ -119,7 +119,9 @@ def format_start(start: dict) -> str:
             f"  time budget {budget['minutes']:g} min: {budget['epochs']} of at most "
             f"{budget['max_epochs']} epochs fit (measured here: a step {budget['step_s']:.2f} s, "
             f"a validation {budget['validation_s']:.0f} s, setup {budget['setup_s']:.0f} s)"
-        )
+            + "".join(f"; after epoch {plan['after_epoch']} cut to {plan['epochs']} (a step "
+                      f"{plan['step_s']:.2f} s)" for plan in budget.get("replans", ()))
+        )  # fmt: skip
     if start["tensorboard"]:
         lines.append(f"  TensorBoard: tensorboard --logdir {start['tensorboard']}")
     return "\n".join(lines)
@@ -190,6 +192,26 @@ def format_end(end: dict) -> str:
         first, last = averaged["averaged"]["epochs"]
         text += f"; weight average of epochs {first}-{last}: {format_metrics(averaged)}"
     return text
+
+
+def format_epoch(row: dict, best: dict, *, left_s: float) -> str:
+    """An epoch's progress line: its loss and speed, its validation (if any) and the best so
+    far, and how long the remaining epochs take (``left_s``; 0: none left)."""
+    text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, {row['images_per_s']:.1f} img/s"
+    if row.get("miou") is not None:
+        text += f", val G {row['global_accuracy']:.3f} C {row['class_accuracy']:.3f} mIoU {row['miou']:.3f}"
+        text += f" (best {best['miou']:.3f} @ {best['epoch']})"
+    if left_s > 0:
+        text += f"; ~{format_duration(left_s)} of epochs left"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """``1 h 05 min``, ``12 min`` or ``40 s``: how long, to the minute past a minute."""
+    if seconds < 59.5:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def format_metrics(metrics: dict) -> str:

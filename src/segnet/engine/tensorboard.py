@@ -62,6 +62,27 @@ class RunBoard:
             self._writer = SummaryWriter(str(self.folder), purge_step=purge)
         return self._writer
 
+    def log(
+        self,
+        row: dict,
+        metrics: dict,
+        model: nn.Module | None,
+        *,
+        val_set: SegmentationDataset,
+        palette: list | tuple,
+        device: torch.device,
+        precision: str,
+    ) -> None:
+        """An epoch's scalars; after a validation (``model``: the model validated) its
+        metrics and a few val images with their predictions; flushed."""
+        self.log_epoch(row)
+        if model is not None:
+            self.log_validation(row["epoch"], metrics)
+            panels = prediction_panels(model, val_set, palette=palette, device=device,
+                                       precision=precision)  # fmt: skip
+            self.log_images(row["epoch"], panels)
+        self.flush()
+
     def log_epoch(self, row: dict) -> None:
         for key in ("loss", "lr", "images_per_s", "epoch_s"):
             value = row["train_loss"] if key == "loss" else row[key]

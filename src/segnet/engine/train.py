@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from ..errors import SegNetError
 from .averaging import FILE as AVERAGED_FILE
 from .averaging import window_start
 from .bn import recompute_bn_statistics
-from .budget import fit_to_budget
+from .budget import fit_to_budget, replan
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distill import Distillation
@@ -61,9 +62,17 @@ from .recipe import non_finite
 from .runs import LOG_FIELDS as LOG_FIELDS  # re-exported: the log's home was here
 from .runs import append_log as append_log
 from .runs import check_run_dir, clear_run_dir, write_record
-from .summary import METRICS, end_summary, format_end, format_metrics, format_start, write_summary
+from .summary import (
+    METRICS,
+    end_summary,
+    format_end,
+    format_epoch,
+    format_metrics,
+    format_start,
+    write_summary,
+)
 from .tensorboard import FOLDER as TENSORBOARD_FOLDER
-from .tensorboard import RunBoard, prediction_panels, require_tensorboard
+from .tensorboard import RunBoard, require_tensorboard
 
 
 class TrainingDiverged(SegNetError):
@@ -207,21 +216,26 @@ def fit(
         lambda: _setup(config, out, resume=resume, overwrite=overwrite, group=group)
     )
     run.trainer = wrap(run.model, group=group, device=run.device)  # a collective under torchrun
+    probed = None  # with a time budget, in the launch that fitted it: the probe's figures
     if state is None and config.time_budget:
-        fit_to_budget(run, started=tic, train_steps=train_one_epoch, progress=progress)
-        config = run.config  # its epochs: those that fit
+        probed = fit_to_budget(run, started=tic, train_steps=train_one_epoch, progress=progress)
     plots = group.is_main and _open_run(run, out, state, overwrite=overwrite, progress=progress)
     metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
     stopped_at, longest = None, 0.0  # the epoch a time limit stopped after; longest epoch (s)
+    replanner = None if probed is None else (
+        lambda done: replan(run, probed, done=done, elapsed_s=time.perf_counter() - tic))  # fmt: skip
     try:
-        for epoch in range(run.start_epoch, config.epochs):
+        epoch = run.start_epoch
+        while epoch < run.config.epochs:  # not `config`'s: a time budget's re-plan may cut it
             began = time.perf_counter()
-            metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress)
+            metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress,
+                                 replan=replanner)  # fmt: skip
             longest = max(longest, time.perf_counter() - began)
-            if epoch + 1 < config.epochs and _out_of_time(
+            epoch += 1
+            if epoch < run.config.epochs and _out_of_time(
                 config.time_limit, elapsed=time.perf_counter() - tic, longest=longest, group=group
             ):
-                stopped_at = epoch + 1
+                stopped_at = epoch
                 break
     except TrainingDiverged as error:
         if not group.is_main:
@@ -230,6 +244,7 @@ def fit(
     finally:
         if run.board is not None:
             run.board.close()
+    config = run.config  # its epochs: those a time budget kept
     epochs_run = max(0, (stopped_at or config.epochs) - run.start_epoch)
     if group.is_main:
         end = end_summary(best=run.best, log=run.log, wall_s=time.perf_counter() - tic,
@@ -269,10 +284,18 @@ def _open_run(run: Run, out: Path, state: dict | None, *, overwrite: bool, progr
 
 
 def _run_epoch(
-    run: Run, out: Path, epoch: int, metrics: dict, *, plots: bool, progress: bool
+    run: Run,
+    out: Path,
+    epoch: int,
+    metrics: dict,
+    *,
+    plots: bool,
+    progress: bool,
+    replan: Callable[[int], str | None] | None = None,
 ) -> dict:
     """Trains, checks, validates (every ``val_every`` epochs and at the end) and saves one
-    epoch; returns the latest val metrics."""
+    epoch; returns the latest val metrics. ``replan``: a time budget's (budget.py), called
+    with the epochs done before they are saved, so that ``last.pt`` keeps its new plan."""
     config, group = run.config, run.group
     row = _train_epoch(run, epoch, progress=progress)
     broken = non_finite(run.model, run.optimizer)  # the same weights in every process
@@ -296,18 +319,24 @@ def _run_epoch(
         _save_average(run, out, epoch, progress=progress)
     run.log.append(row)
     run.saved_epoch = epoch + 1
+    said = replan(epoch + 1) if replan is not None else None  # every process: a collective
     if not group.is_main:
         return metrics
     if run.board is not None:  # before last.pt: a resumed run hides a repeated epoch's events
-        _log_board(run, row, metrics, model)
+        run.board.log(row, metrics, model, val_set=run.val_set, palette=run.model_config.palette,
+                      device=run.device, precision=run.precision)  # fmt: skip
     _save(run, out, epoch, metrics, improved=improved)
     if plots and (row.get("miou") is not None or epoch + 1 == config.epochs):  # ~0.3 s a plot
         plot_training_curves(out / "log.csv", out / "curves.png")
     if progress:
         # epochs only (validations and saving add a little): the median logged epoch, which an
         # epoch slowed by other work (or paused) does not move
-        left = (config.epochs - epoch - 1) * statistics.median(float(r["epoch_s"]) for r in run.log)
-        _report(row, run.best, left_s=left)
+        left = (run.config.epochs - epoch - 1) * statistics.median(
+            float(r["epoch_s"]) for r in run.log
+        )
+        tqdm.write(format_epoch(row, run.best, left_s=left))
+        if said:
+            tqdm.write(said)
     return metrics
 
 
@@ -354,19 +383,6 @@ def _evaluation_model(run: Run) -> nn.Module:
     return model.to(run.device)
 
 
-def _log_board(run: Run, row: dict, metrics: dict, model: nn.Module | None) -> None:
-    """The epoch's scalars; after a validation (``model``: the model validated) its metrics
-    and a few val images with their predictions."""
-    run.board.log_epoch(row)
-    if model is not None:
-        run.board.log_validation(row["epoch"], metrics)
-        palette = run.model_config.palette
-        panels = prediction_panels(model, run.val_set, palette=palette, device=run.device,
-                                   precision=run.precision)  # fmt: skip
-        run.board.log_images(row["epoch"], panels)
-    run.board.flush()
-
-
 def _diverged(run: Run, out: Path, what: str) -> str:
     """The one-line message of a diverged run: what broke, the last good checkpoint, what to do."""
     text = f"training diverged and stopped: {what}; "
@@ -378,21 +394,3 @@ def _diverged(run: Run, out: Path, what: str) -> str:
         text + f"the last good checkpoint is {last} (epoch {run.saved_epoch}): {lower}, "
         f"from scratch or from it with `init_weights` {last}"
     )
-
-
-def _report(row: dict, best: dict, *, left_s: float) -> None:
-    text = f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, {row['images_per_s']:.1f} img/s"
-    if row.get("miou") is not None:
-        text += f", val G {row['global_accuracy']:.3f} C {row['class_accuracy']:.3f} mIoU {row['miou']:.3f}"
-        text += f" (best {best['miou']:.3f} @ {best['epoch']})"
-    if left_s > 0:
-        text += f"; ~{_duration(left_s)} of epochs left"
-    tqdm.write(text)
-
-
-def _duration(seconds: float) -> str:
-    """``1 h 05 min``, ``12 min`` or ``40 s``: how long, to the minute past a minute."""
-    if seconds < 59.5:
-        return f"{round(seconds)} s"
-    minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
