@@ -15,8 +15,9 @@ with the run (its ``train_config``), so ``--resume`` goes on with it and probes 
 The estimate is as good as the machine is steady: work started beside the run slows every epoch
 after the probe. ``MARGIN`` of the budget is kept back for that, for plots and for probe noise,
 and from epoch ``REPLAN_AFTER`` on the launch compares its recent epochs with the probe: when
-the epochs planned no longer fit, :func:`replan` cuts them to those that do and squeezes the
-rest of the schedule into them (a 125-minute run on a shared Zen 3 ran 30 minutes over before).
+the epochs that fit differ from those planned, :func:`replan` makes them the plan and squeezes
+or stretches the rest of the schedule to them (a 125-minute run on a shared Zen 3 ran 30
+minutes over before re-plans).
 Under torchrun each process probes its own steps (without DDP's gradient exchange, which the
 margin has to cover) and every process keeps the count the slowest one's figures allow.
 """
@@ -27,7 +28,6 @@ import copy
 import math
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from .distributed import Distributed
 from .evaluate import evaluate
 from .prepare import Run, epoch_loader, make_scheduler
 from .recipe import make_optimizer
+from .steps import train_one_epoch
 
 # Of the budget, kept for epochs slower than the probed steps, plots and other work: three
 # launches of one recipe on one Zen 3 probed 5.2 and 6.4 s a step, and the run's steps took 6.0.
@@ -98,10 +99,9 @@ def epochs_within(
     return fitting
 
 
-def probe(run: Run, *, train_steps: Callable[..., tuple[float, float]]) -> Timing:
+def probe(run: Run) -> Timing:
     """Times this process's training steps and validation on copies of ``run``'s model and
-    optimizer (``run`` itself is untouched); ``train_steps`` is ``train.train_one_epoch``.
-    ``elapsed_s`` is left 0 for the caller."""
+    optimizer (``run`` itself is untouched). ``elapsed_s`` is left 0 for the caller."""
     config = run.config
     model = copy.deepcopy(run.model)
     optimizer = make_optimizer(config, model)  # its momentum buffers are the probe's own
@@ -111,7 +111,7 @@ def probe(run: Run, *, train_steps: Callable[..., tuple[float, float]]) -> Timin
 
     def train(batches: int) -> float:
         run.data.set_epoch(0)  # epoch 1's batches; set again by the run itself
-        _, images_per_s = train_steps(
+        _, images_per_s = train_one_epoch(
             model, epoch_loader(run, 0), loss_fn=run.loss_fn, optimizer=optimizer,
             scheduler=scheduler, scaler=scaler, device=run.device, precision=run.precision,
             channels_last=run.channels_last, max_batches=batches, desc="timing steps",
@@ -147,30 +147,30 @@ def _validation_s(model: torch.nn.Module, run: Run) -> float:
     return seconds * share / len(few)
 
 
-def fit_to_budget(
-    run: Run, *, started: float, train_steps: Callable[..., tuple[float, float]], progress: bool
-) -> Timing:
+def fit_to_budget(run: Run, *, started: float, progress: bool) -> Timing:
     """A new run's epochs cut to those that end within ``time_budget`` minutes of ``started``
     (a ``time.perf_counter()``), judged by the slowest process's probe, so that every process
-    keeps the same count; ``train_steps`` is ``train.train_one_epoch``. Returns the probe's
-    figures, which :func:`replan` compares the epochs with."""
+    keeps the same count. Returns the probe's figures, which :func:`replan` compares the
+    epochs with."""
     group = run.group
     if progress and group.is_main:
         tqdm.write(f"timing {PROBE_STEPS} training steps and a validation for the time budget ...")
-    timing = group.agree(lambda: probe(run, train_steps=train_steps))
+    timing = group.agree(lambda: probe(run))
     timing = replace(timing, elapsed_s=time.perf_counter() - started).slowest(group)
     group.agree(lambda: keep_fitting_epochs(run, timing))
     return timing
 
 
 def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | None:
-    """After epoch ``done`` (from the second on) of the launch that fitted the budget: if its
-    recent epochs ran slower than ``probed`` (other work started on the machine) so that the
-    epochs planned no longer end within the budget, the plan is cut to those that do (at least
-    one more: the rate has to come down) and the schedule re-timed from here (recipe.py: it
-    goes on from the rate reached, down to its end at the new count). Never lengthened: a
-    machine that got faster keeps its plan. Judged on the slowest process's clocks. Returns the
-    line that says so, None when the plan stands. ``elapsed_s``: since the launch began."""
+    """After epoch ``done`` (from ``REPLAN_AFTER`` on) of the launch that fitted the budget:
+    the epochs that fit now, judged by its last ``RECENT_EPOCHS`` epochs' steps against
+    ``probed`` (other work that started or ended on the machine), become the plan when they
+    differ from it -- fewer when the epochs planned no longer end within the budget, more (up
+    to the run's ``epochs``) when the machine got faster -- at least one more epoch, so the rate
+    can come down. The schedule is re-timed from here (recipe.py: the rest of the decay goes on
+    from the rate reached, squeezed or stretched to the new count). Judged on the slowest
+    process's clocks. Returns the line that says so, None when the plan stands.
+    ``elapsed_s``: since the launch began."""
     config, group = run.config, run.group
     if done < REPLAN_AFTER or done >= config.epochs:
         return None
@@ -179,13 +179,12 @@ def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | No
     slower = step_s / probed.step_s  # validations and the end slow down alike
     now = Timing(step_s=step_s, validation_s=probed.validation_s * slower, save_s=probed.save_s,
                  end_s=probed.end_s * slower, elapsed_s=group.max(elapsed_s))  # fmt: skip
-    fitting = epochs_within(
+    epochs = max(done + 1, epochs_within(
         config.time_budget, now, steps_per_epoch=run.steps_per_epoch, val_every=config.val_every,
-        max_epochs=config.epochs, done=done,
-    )  # fmt: skip
-    if fitting >= config.epochs:
+        max_epochs=run.budget["max_epochs"], done=done,
+    ))  # fmt: skip
+    if epochs == config.epochs:
         return None
-    epochs = max(done + 1, fitting)
     run.budget.setdefault("replans", []).append(
         {"after_epoch": done, "epochs": epochs, "step_s": round(step_s, 3)}
     )
@@ -196,8 +195,8 @@ def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | No
         run.summary.update(epochs=epochs, time_budget=run.budget)
     return (
         f"time budget: the last {len(recent)} epoch(s) ran {slower:.2f}x the probed steps "
-        f"({step_s:.2f} s a step), so {epochs} of the {config.epochs} epochs planned end within "
-        f"{config.time_budget:g} min: the rate now decays to its end by epoch {epochs}"
+        f"({step_s:.2f} s a step), so {epochs} epochs end within {config.time_budget:g} min, "
+        f"not the {config.epochs} planned: the rate now decays to its end by epoch {epochs}"
     )
 
 

@@ -119,7 +119,7 @@ def format_start(start: dict) -> str:
             f"  time budget {budget['minutes']:g} min: {budget['epochs']} of at most "
             f"{budget['max_epochs']} epochs fit (measured here: a step {budget['step_s']:.2f} s, "
             f"a validation {budget['validation_s']:.0f} s, setup {budget['setup_s']:.0f} s)"
-            + "".join(f"; after epoch {plan['after_epoch']} cut to {plan['epochs']} (a step "
+            + "".join(f"; after epoch {plan['after_epoch']} re-planned to {plan['epochs']} (a step "
                       f"{plan['step_s']:.2f} s)" for plan in budget.get("replans", ()))
         )  # fmt: skip
     if start["tensorboard"]:

@@ -18,7 +18,8 @@ Faults stop a run before they reach the disk: a folder that holds another run is
 unless the run is resumed or ``overwrite`` is given (checked before any data is read; the run
 folder's rules live in runs.py), and a loss or weight that becomes NaN or infinite stops
 training (:class:`TrainingDiverged`) before it is saved, so every checkpoint on disk is finite.
-The loss, optimizer and schedule live in recipe.py; distillation from a teacher in distill.py.
+The loss, optimizer and schedule live in recipe.py, the optimizer steps of an epoch in steps.py,
+the time budget in budget.py; distillation from a teacher in distill.py.
 """
 
 from __future__ import annotations
@@ -30,20 +31,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..deploy.runtime import autocast
-from ..errors import SegNetError
 from .averaging import FILE as AVERAGED_FILE
 from .averaging import window_start
 from .bn import recompute_bn_statistics
-from .budget import fit_to_budget, replan
+from .budget import Timing, fit_to_budget, replan
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .distill import Distillation
 from .distributed import (
-    ALONE,
     Distributed,
     Stopped,
     average_buffers,
@@ -62,6 +58,8 @@ from .recipe import non_finite
 from .runs import LOG_FIELDS as LOG_FIELDS  # re-exported: the log's home was here
 from .runs import append_log as append_log
 from .runs import check_run_dir, clear_run_dir, write_record
+from .steps import TrainingDiverged as TrainingDiverged  # re-exported: its home was here
+from .steps import train_one_epoch as train_one_epoch
 from .summary import (
     METRICS,
     end_summary,
@@ -73,70 +71,6 @@ from .summary import (
 )
 from .tensorboard import FOLDER as TENSORBOARD_FOLDER
 from .tensorboard import RunBoard, require_tensorboard
-
-
-class TrainingDiverged(SegNetError):
-    """The loss or a weight became NaN or infinite; training stopped before saving it."""
-
-    agreed = True  # every process sees it at once (distributed.py): rank 0 alone reports it
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    *,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    precision: str,
-    channels_last: bool,
-    max_batches: int | None,
-    desc: str,
-    group: Distributed = ALONE,
-    progress: bool = True,
-    distillation: Distillation | None = None,
-) -> tuple[float, float]:
-    """One pass over the loader; returns (mean loss, images per second), over every process.
-    With ``distillation`` the loss mixes the labels' with a teacher's soft targets (distill.py)."""
-    model.train()
-    total_loss, seen, start = 0.0, 0, time.perf_counter()
-    batches = len(loader) if max_batches is None else min(max_batches, len(loader))
-    # disable=None: no step bar when stderr is not a terminal (nohup into a log file would
-    # collect every redraw); the epoch lines are printed either way
-    bar = tqdm(
-        loader, total=batches, desc=desc, leave=False, dynamic_ncols=True,
-        disable=not progress or None,
-    )  # fmt: skip
-    for step, (images, masks) in enumerate(bar):
-        if step >= batches:
-            break
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)  # (N, K, H, W)
-        loss = loss_fn(logits, masks)
-        if distillation is not None:
-            soft = distillation.teacher_logits(images, device=device, precision=precision)
-            loss = distillation.mix(loss, logits, soft, masks)
-        checked = group.sum(loss.detach())  # summed over processes: all stop if one diverged
-        if not torch.isfinite(checked):  # before backward: the step would poison every weight
-            raise TrainingDiverged(f"the loss became {checked.item()} at step {step + 1} of {desc}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # a no-op scale unless fp16
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total_loss += loss.item() * images.shape[0]
-        seen += images.shape[0]
-        bar.set_postfix(
-            loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - start):.1f}"
-        )
-    totals = group.sum(torch.tensor([total_loss, seen], dtype=torch.float64))  # (2,)
-    elapsed = group.max(time.perf_counter() - start)
-    return float(totals[0] / max(1, totals[1])), float(totals[1]) / elapsed
 
 
 def _train_epoch(run: Run, epoch: int, *, progress: bool) -> dict:
@@ -218,25 +152,12 @@ def fit(
     run.trainer = wrap(run.model, group=group, device=run.device)  # a collective under torchrun
     probed = None  # with a time budget, in the launch that fitted it: the probe's figures
     if state is None and config.time_budget:
-        probed = fit_to_budget(run, started=tic, train_steps=train_one_epoch, progress=progress)
+        probed = fit_to_budget(run, started=tic, progress=progress)
     plots = group.is_main and _open_run(run, out, state, overwrite=overwrite, progress=progress)
     metrics: dict = state.get("metrics", {}) if state else {}  # the latest val metrics
-    stopped_at, longest = None, 0.0  # the epoch a time limit stopped after; longest epoch (s)
-    replanner = None if probed is None else (
-        lambda done: replan(run, probed, done=done, elapsed_s=time.perf_counter() - tic))  # fmt: skip
     try:
-        epoch = run.start_epoch
-        while epoch < run.config.epochs:  # not `config`'s: a time budget's re-plan may cut it
-            began = time.perf_counter()
-            metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress,
-                                 replan=replanner)  # fmt: skip
-            longest = max(longest, time.perf_counter() - began)
-            epoch += 1
-            if epoch < run.config.epochs and _out_of_time(
-                config.time_limit, elapsed=time.perf_counter() - tic, longest=longest, group=group
-            ):
-                stopped_at = epoch
-                break
+        metrics, stopped_at = _epochs(run, out, metrics, started=tic, probed=probed, plots=plots,
+                                      progress=progress)  # fmt: skip
     except TrainingDiverged as error:
         if not group.is_main:
             raise Stopped(error.message) from None
@@ -255,6 +176,36 @@ def fit(
             tqdm.write(format_end(end))
     return {"best": run.best, "last": metrics, "out": str(out), "epochs_run": epochs_run,
             "stopped_at": stopped_at}  # fmt: skip
+
+
+def _epochs(
+    run: Run,
+    out: Path,
+    metrics: dict,
+    *,
+    started: float,
+    probed: Timing | None,
+    plots: bool,
+    progress: bool,
+) -> tuple[dict, int | None]:
+    """This launch's epochs, re-planned under a time budget after each when ``probed`` (the
+    launch that fitted it) and stopped by ``time_limit``. Returns the latest val metrics and
+    the epoch a time limit stopped after (None: the run reached its end)."""
+    replanner = None if probed is None else (
+        lambda done: replan(run, probed, done=done, elapsed_s=time.perf_counter() - started))  # fmt: skip
+    longest, epoch = 0.0, run.start_epoch  # the longest epoch so far (s)
+    while epoch < run.config.epochs:  # run.config's: a time budget's re-plan may change it
+        began = time.perf_counter()
+        metrics = _run_epoch(run, out, epoch, metrics, plots=plots, progress=progress,
+                             replan=replanner)  # fmt: skip
+        longest = max(longest, time.perf_counter() - began)
+        epoch += 1
+        if epoch < run.config.epochs and _out_of_time(
+            run.config.time_limit, elapsed=time.perf_counter() - started, longest=longest,
+            group=run.group,
+        ):  # fmt: skip
+            return metrics, epoch
+    return metrics, None
 
 
 def _out_of_time(limit_min: float, *, elapsed: float, longest: float, group: Distributed) -> bool:
