@@ -123,7 +123,7 @@ def _add_length_flags(p: argparse.ArgumentParser) -> None:
         "--time-budget", type=float, metavar="MINUTES",
         help="end the whole run within MINUTES: a new run times a few steps and a validation on "
         "this machine, then trains as many epochs as fit (at most --epochs), its schedule timed "
-        "to that count, cut later if other work slows its epochs; the count is saved, so "
+        "to that count, re-planned when other work slows or frees the machine; it is saved, so "
         "--resume goes on with it (0: off, the default)",
     )  # fmt: skip
 
