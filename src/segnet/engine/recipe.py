@@ -50,8 +50,9 @@ def lr_factor(
 ) -> float:
     """Multiplier of the base rate at an iteration: linear warm-up, then the schedule over
     ``total_steps``. ``replans``: (step, total steps) pairs in order, a time budget's re-plans
-    (budget.py): from each such step the rest of the schedule is squeezed into the steps up to
-    the new total, so the rate goes on from where it was, only falling faster."""
+    (budget.py): from each such step the rest of the schedule is squeezed or stretched into
+    the steps up to the new total, so the rate goes on from where it was, falling faster or
+    slower."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / warmup
