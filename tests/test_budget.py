@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from segnet.cli import main
 from segnet.engine.budget import MARGIN, Timing, epochs_within
 from segnet.engine.checkpoint import read_checkpoint
 from segnet.engine.config import TrainConfig
+from segnet.engine.distributed import ALONE
+from segnet.engine.prepare import make_scheduler
 from segnet.engine.recipe import lr_factor
 from segnet.engine.summary import format_start
 from segnet.engine.train import fit
@@ -203,3 +206,34 @@ def test_budget_values_are_checked_and_kept_on_resume(tiny_folder, tmp_path) -> 
     fit(_config(tiny_folder, tmp_path / "run", epochs=1), progress=False)
     with pytest.raises(ArgumentError, match="time_budget.*resuming keeps a run's recipe"):
         TrainConfig.for_resume(tmp_path / "run", config_file=None, overrides={"time_budget": 30})
+
+
+@pytest.mark.parametrize(
+    ("available_s", "planned"),
+    [(75.0, 9), (85.0, 10), (95.0, 10), (105.0, 12), (1000.0, 20)],
+)
+def test_a_replan_cuts_whenever_needed_and_lengthens_by_two_or_more(available_s, planned) -> None:
+    """Plan 10, 2 done, epochs of one 10 s step: 8 more need 80 s. 75 s fit 7 more (cut to 9);
+    95 s fit 9 more, but one more epoch is within the epochs' noise (kept at 10); 105 s fit 10
+    more (lengthened to 12); never past the run's `epochs` (20)."""
+    config = TrainConfig(model="segnet_basic", dataset="synthetic", epochs=10, val_every=100,
+                         time_budget=available_s / (1 - MARGIN) / 60, schedule="poly",
+                         warmup_epochs=0)  # fmt: skip
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    budget = {"epochs": 10, "max_epochs": 20}
+    run = SimpleNamespace(
+        config=config, group=ALONE, log=[{"epoch_s": 10.0}] * 2, steps_per_epoch=1,
+        budget=budget, optimizer=optimizer, summary={},
+        scheduler=make_scheduler(config, optimizer, 1),
+    )  # fmt: skip
+    for _ in range(2):  # the two epochs done
+        optimizer.step()
+        run.scheduler.step()
+    said = budget_module.replan(run, _timing(step_s=10.0, validation_s=0.0), done=2, elapsed_s=0.0)
+    assert run.config.epochs == planned
+    assert (said is None) == (planned == 10)
+    if planned != 10:
+        assert budget["replans"] == [{"after_epoch": 2, "epochs": planned, "step_s": 10.0}]
+        assert run.scheduler.last_epoch == 2  # the rebuilt schedule goes on from step 2
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 2 / 10) ** 0.9)

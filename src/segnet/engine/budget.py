@@ -166,8 +166,9 @@ def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | No
     the epochs that fit now, judged by its last ``RECENT_EPOCHS`` epochs' steps against
     ``probed`` (other work that started or ended on the machine), become the plan when they
     differ from it -- fewer when the epochs planned no longer end within the budget, more (up
-    to the run's ``epochs``) when the machine got faster -- at least one more epoch, so the rate
-    can come down. The schedule is re-timed from here (recipe.py: the rest of the decay goes on
+    to the run's ``epochs``) when the machine got faster, by two or more (epochs on one machine
+    vary by ~10%: one more would flip back and forth) -- and at least one more epoch, so the
+    rate can come down. The schedule is re-timed from here (recipe.py: the rest of the decay goes on
     from the rate reached, squeezed or stretched to the new count). Judged on the slowest
     process's clocks. Returns the line that says so, None when the plan stands.
     ``elapsed_s``: since the launch began."""
@@ -183,7 +184,7 @@ def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | No
         config.time_budget, now, steps_per_epoch=run.steps_per_epoch, val_every=config.val_every,
         max_epochs=run.budget["max_epochs"], done=done,
     ))  # fmt: skip
-    if epochs == config.epochs:
+    if config.epochs <= epochs <= config.epochs + 1:  # one more: within the epochs' own noise
         return None
     run.budget.setdefault("replans", []).append(
         {"after_epoch": done, "epochs": epochs, "step_s": round(step_s, 3)}
