@@ -168,9 +168,9 @@ def replan(run: Run, probed: Timing, *, done: int, elapsed_s: float) -> str | No
     differ from it -- fewer when the epochs planned no longer end within the budget, more (up
     to the run's ``epochs``) when the machine got faster, by two or more (epochs on one machine
     vary by ~10%: one more would flip back and forth) -- and at least one more epoch, so the
-    rate can come down. The schedule is re-timed from here (recipe.py: the rest of the decay goes on
-    from the rate reached, squeezed or stretched to the new count). Judged on the slowest
-    process's clocks. Returns the line that says so, None when the plan stands.
+    rate can come down. The schedule is re-timed from here (recipe.py: the rest of the decay
+    goes on from the rate reached, squeezed or stretched to the new count). Judged on the
+    slowest process's clocks. Returns the line that says so, None when the plan stands.
     ``elapsed_s``: since the launch began."""
     config, group = run.config, run.group
     if done < REPLAN_AFTER or done >= config.epochs:
