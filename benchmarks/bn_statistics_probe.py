@@ -1,59 +1,116 @@
-"""Probe: BN with the training's running statistics against each image's own statistics
-(AdaBN-style test-time normalization), on CamVid images a checkpoint may never have seen.
+"""Probe: BN statistics at test time on CamVid images a checkpoint may never have seen.
 
-Scores the checkpoint twice over the same images, eager fp32, one forward pass each: its BN
-layers as trained (running mean and variance: what `predict` does), then normalizing every
-feature map by the statistics of that one image (BN running statistics dropped; the affine
-terms kept). Prints G, C, mIoU and per-class IoU for both; BF is not computed. No library code
-uses per-image statistics yet: this measures whether it is worth building (docs/results.md).
+Scores one checkpoint over the same images (eager fp32 for per-image modes, one forward pass
+each) with its BN layers normalizing by:
 
-    python benchmarks/bn_statistics_probe.py runs/holdout_0001TP/last.pt train 0001TP
-    python benchmarks/bn_statistics_probe.py src/segnet/weights/segnet_basic__camvid.pt val
+  running     the training's running statistics (what `predict` does)
+  image:A     each image's own feature statistics, weighted A against the running ones (the
+              mixture's mean and variance; A=1 is AdaBN-style per-image normalization)
+  drive:A     statistics re-estimated on all the scored images, weighted A against the running
+              ones: what `segnet evaluate --adapt-bn A` gives (engine/bn.py)
+  halves:A    the same, but each half of the frames (every other one) is scored with statistics
+              estimated on the other half only, so no frame is scored by statistics it shaped
+
+G, C, mIoU, BF and per-class IoU per mode; the two halves' confusion matrices are summed and
+their BF averaged. Nothing is written. Used in docs/results.md:
+
+    python benchmarks/bn_statistics_probe.py runs/holdout_0001TP/last.pt train 0001TP \\
+        --modes running image:1 image:0.5 drive:0.5 halves:1
 """
 
+import argparse
 import copy
-import sys
+import time
 
 import torch
+from torch import nn
 
-from segnet.data import open_dataset
-from segnet.data.groups import split_groups
+from segnet.data import SegmentationDataset, open_dataset
+from segnet.data.groups import Subset, split_groups
+from segnet.engine.bn import recompute_bn_statistics
 from segnet.engine.checkpoint import load_model
+from segnet.engine.evaluate import evaluate
 from segnet.metrics.confusion import ConfusionMatrix
 
 CAMVID = "../shared/data/CamVid"
+CPU = torch.device("cpu")
 
 
-def per_image_statistics(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy whose BN layers normalize by the batch's own statistics, also in eval mode."""
+class ImageBlendedBN(nn.Module):
+    """A BN layer normalizing (N, C, H, W) by each image's own statistics, weighted ``alpha``
+    against the layer's running ones (the mixture's mean and variance)."""
+
+    def __init__(self, bn: nn.BatchNorm2d, alpha: float) -> None:
+        super().__init__()
+        self.bn, self.alpha = bn, alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn, a = self.bn, self.alpha
+        var_i, mean_i = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)  # (N, C, 1, 1)
+        mean_r, var_r = (t[None, :, None, None] for t in (bn.running_mean, bn.running_var))
+        mean = a * mean_i + (1 - a) * mean_r
+        var = a * var_i + (1 - a) * var_r + a * (1 - a) * (mean_i - mean_r).square()
+        y = (x - mean) * torch.rsqrt(var + bn.eps)
+        return y * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
+
+
+def image_blended(model: nn.Module, alpha: float) -> nn.Module:
     copied = copy.deepcopy(model)
-    for m in copied.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean = m.running_var = None  # eval-mode BN then uses batch statistics
-            m.track_running_stats = False
+    for module in list(copied.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(module, name, ImageBlendedBN(child, alpha))
     return copied
 
 
-def main(checkpoint: str, split: str, group: str | None) -> None:
-    model, config, _ = load_model(checkpoint)
-    models = {"running": model.eval(), "per-image": per_image_statistics(model).eval()}
-    data = open_dataset("camvid", root=CAMVID, split=split)
-    if group:
-        _, data = split_groups(data, [group])
-    found = {name: ConfusionMatrix(config.num_classes, ignore_index=config.ignore_index)
-             for name in models}  # fmt: skip
-    with torch.no_grad():
-        for index in range(len(data)):
-            image, mask = data[index]  # (3, H, W) normalized, (H, W) int64
-            for name, net in models.items():
-                found[name].update(net(image[None]).argmax(1), mask[None])
-    print(f"{checkpoint} on {split}{f' {group}' if group else ''} ({len(data)} images)")
-    for name, confusion in found.items():
-        r = confusion.compute(config.class_names)
+def adapted(model: nn.Module, images: SegmentationDataset, blend: float) -> nn.Module:
+    copied = copy.deepcopy(model)
+    recompute_bn_statistics(copied, images, device=CPU, blend=blend)
+    return copied
+
+
+def score(
+    model: nn.Module, mode: str, data: SegmentationDataset, num_classes: int, ignore_index: int
+) -> dict:
+    kind, _, weight = mode.partition(":")
+    a = float(weight or 1)
+    if kind == "running":
+        return evaluate(model, data, device=CPU, progress=False)
+    if kind == "image":  # cannot fold into the convolutions: eager
+        return evaluate(image_blended(model, a), data, device=CPU, optimize=False, progress=False)
+    if kind == "drive":
+        return evaluate(adapted(model, data, a), data, device=CPU, progress=False)
+    if kind != "halves":
+        raise SystemExit(f"unknown mode {mode!r}")
+    halves = [Subset(data, range(start, len(data), 2)) for start in (0, 1)]
+    found = [evaluate(adapted(model, halves[1 - i], a), halves[i], device=CPU, progress=False)
+             for i in (0, 1)]  # fmt: skip
+    confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    confusion.matrix = sum(torch.tensor(f["confusion_matrix"]) for f in found)
+    return {**confusion.compute(data.info.class_names), "bf": (found[0]["bf"] + found[1]["bf"]) / 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("split")
+    parser.add_argument("group", nargs="?")
+    parser.add_argument("--modes", nargs="+", default=["running", "image:1"])
+    args = parser.parse_args()
+    model, config, _ = load_model(args.checkpoint)
+    data = open_dataset("camvid", root=CAMVID, split=args.split)
+    if args.group:
+        _, data = split_groups(data, [args.group])
+    where = f"{args.split}{f' {args.group}' if args.group else ''}"
+    print(f"{args.checkpoint} on {where} ({len(data)} images)")
+    for mode in args.modes:
+        start = time.perf_counter()
+        r = score(model.eval(), mode, data, config.num_classes, config.ignore_index)
         ious = " ".join(f"{row['name'][:5]} {100 * row['iou']:.1f}" for row in r["per_class"])
-        print(f"{name:>10}: G {100 * r['global_accuracy']:.1f} C {100 * r['class_accuracy']:.1f} "
-              f"mIoU {100 * r['miou']:.2f} | {ious}")  # fmt: skip
+        print(f"{mode:>10}: G {100 * r['global_accuracy']:.1f} C {100 * r['class_accuracy']:.1f} "
+              f"mIoU {100 * r['miou']:.2f} BF {100 * r['bf']:.2f} | {ious} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    main()

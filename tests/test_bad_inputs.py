@@ -90,6 +90,7 @@ def _files(ws: Path) -> None:
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(ws / "photos" / "p.png")
     (ws / "empty_folder").mkdir()
     (ws / "notes.txt").write_text("not an image\n")
+    (ws / "clip.mp4").write_bytes(b"never decoded: the flags are refused first")
     (ws / "empty.png").write_bytes(b"")
     (ws / "truncated.png").write_bytes((ws / "photo.png").read_bytes()[:60])
     _png_header_only(ws / "bomb.png", 100_000, 100_000)
@@ -169,6 +170,13 @@ CASES = [
     (f"predict {CK} {{ws}}/photo.png --out {{ws}}/new --precision fp16", "fp16 needs a GPU"),
     (f"predict {CK} {{ws}}/photo.png --out {{ws}}/new --precision fp8", "--precision"),
     ("predict --checkpoint {ws}/five.pt", "--out"),
+    (f"predict {CK} {{ws}}/photo.png --out {{ws}}/new --adapt-bn 0", "--adapt-bn"),
+    (f"predict {CK} {{ws}}/photo.png --out {{ws}}/new --adapt-bn 1.5", "--adapt-bn"),
+    (f"predict {CK} {{ws}}/clip.mp4 --out {{ws}}/new --adapt-bn 1", "adapts to image INPUTs"),
+    (
+        f"predict {CK} {{ws}}/photo.png {{ws}}/notes.txt --out {{ws}}/new --adapt-bn 1",
+        "notes.txt: not a readable image",
+    ),  # fmt: skip
     # -- checkpoints
     (f"evaluate --checkpoint {{ws}}/missing.pt {D}", "missing.pt: file not found"),
     (f"evaluate --checkpoint {{ws}}/garbage.pt {D}", "not a readable checkpoint"),
@@ -195,6 +203,7 @@ CASES = [
     (f"evaluate {CK} --dataset folder --data {{ws}}/nowhere", "folder not found"),
     (f"evaluate {CK} --dataset camvid", "--data ROOT is required"),
     (f"evaluate {CK} {D} --mc-samples 3", "has no dropout"),
+    (f"evaluate {CK} {D} --adapt-bn -1", "--adapt-bn"),
     # -- datasets with damage
     (
         f"evaluate {CK} --dataset folder --data {{ws}}/mask_size --num-classes 3 --split train",
@@ -284,6 +293,12 @@ CASES = [
     (f"bn-stats {CK} {D} --out {{ws}}/model.pt", "is an input of this command"),
     (f"bn-stats {CK} {D} --batch-size 0", "--batch-size"),
     (f"bn-stats --checkpoint {{ws}}/five.pt {D}", "trained for 5 classes"),
+    (f"bn-stats {CK} --images {{ws}}/missing.png", "no such file"),
+    (f"bn-stats {CK} --images {{ws}}/empty_folder", "folder has no images"),
+    (f"bn-stats {CK} --images {{ws}}/photo.png {{ws}}/notes.txt", "not a readable image"),
+    (f"bn-stats {CK} --images {{ws}}/photos --out {{ws}}/photos/p.png", "is an input"),
+    (f"bn-stats {CK} --images {{ws}}/photo.png --blend nan", "--blend"),
+    (f"bn-stats {CK} --images {{ws}}/photo.png --blend 0", "--blend"),
     (f"export {CK} --out {{ws}}/m.onnx --size big", "--size"),
     (f"export {CK} --out {{ws}}/m.onnx --size 360x480 --dynamic", "multiples of 32"),
     (f"export {CK} --out {{ws}}/a_folder", "is a folder"),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -12,8 +15,10 @@ from torch import nn
 import segnet
 from segnet.cli import main
 from segnet.data import open_dataset
+from segnet.data.unlabeled import ImageFiles
 from segnet.engine.bn import bn_layers, recompute_bn_statistics
 from segnet.engine.checkpoint import ModelConfig, load_model, read_checkpoint, save_checkpoint
+from segnet.errors import ArgumentError
 
 CPU = torch.device("cpu")
 
@@ -169,3 +174,87 @@ def test_bn_stats_errors(tmp_path, tiny_folder, capsys) -> None:
     assert main(["bn-stats", "--checkpoint", str(path), "--batch-size", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "segnet bn-stats: error: argument --batch-size: must be >= 1, got 0"
+
+
+def test_blend_keeps_part_of_the_previous_statistics(tiny_folder) -> None:
+    dataset = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    model = _briefly_trained("segnet_basic", dataset)
+    replaced, blended = copy.deepcopy(model), copy.deepcopy(model)
+    recompute_bn_statistics(replaced, dataset, device=CPU)
+    recompute_bn_statistics(blended, dataset, device=CPU, blend=0.25)
+    for old, new, mixed in zip(bn_layers(model), bn_layers(replaced), bn_layers(blended)):
+        shift = (new.running_mean - old.running_mean).square()
+        # the mixture 0.25 * new + 0.75 * old: its mean, and its variance with the means' spread
+        mean = 0.25 * new.running_mean + 0.75 * old.running_mean
+        var = 0.25 * new.running_var + 0.75 * old.running_var + 0.25 * 0.75 * shift
+        torch.testing.assert_close(mixed.running_mean, mean)
+        torch.testing.assert_close(mixed.running_var, var)
+    with pytest.raises(ArgumentError, match="blend"):
+        recompute_bn_statistics(model, dataset, device=CPU, blend=0.0)
+
+
+def test_unlabeled_images_give_the_datasets_statistics(tiny_folder) -> None:
+    dataset = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    files = ImageFiles(sorted((tiny_folder / "train" / "images").iterdir()))
+    assert files.names == list(dataset.names) and torch.equal(files[1], dataset[1][0])
+    model = _briefly_trained("segnet_basic", dataset)
+    from_files, from_dataset = copy.deepcopy(model), copy.deepcopy(model)
+    recompute_bn_statistics(from_files, files, device=CPU, batch_size=3)
+    recompute_bn_statistics(from_dataset, dataset, device=CPU, batch_size=3)
+    for a, b in zip(bn_layers(from_files), bn_layers(from_dataset)):
+        assert torch.equal(a.running_mean, b.running_mean)
+        assert torch.equal(a.running_var, b.running_var)
+
+
+def test_bn_stats_adapts_a_checkpoint_to_unlabeled_images(tmp_path, tiny_folder, capsys) -> None:
+    path, _, _ = _checkpoint(tmp_path, tiny_folder)
+    data = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3"]
+    assert main(["bn-stats", "--checkpoint", str(path), *data, "--device", "cpu"]) == 0
+    precise = path.with_name("best_precise_bn.pt")
+    images = tiny_folder / "val" / "images"
+    argv = ["bn-stats", "--checkpoint", str(precise), "--images", str(images), "--blend", "0.5",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "adapted BN: 8 BN layers recomputed over 2 images to adapt to, 50%" in printed
+    out = path.with_name("best_precise_bn_adapted.pt")
+    assert str(out) in printed
+
+    expected, _, _ = load_model(precise)
+    recompute_bn_statistics(expected, ImageFiles(sorted(images.iterdir())), device=CPU, blend=0.5)
+    loaded, _, payload = load_model(out)
+    for mine, theirs in zip(bn_layers(expected), bn_layers(loaded)):
+        torch.testing.assert_close(theirs.running_mean, mine.running_mean)
+        torch.testing.assert_close(theirs.running_var, mine.running_var)
+    record = payload["bn_adapted"]
+    assert record["images"] == 2 and record["blend"] == 0.5 and record["source"] == str(precise)
+    assert "precise_bn" not in payload  # the statistics it described are gone
+
+
+def test_evaluate_and_predict_adapt_as_bn_stats_does(tmp_path, tiny_folder) -> None:
+    path, _, _ = _checkpoint(tmp_path, tiny_folder)
+    images = tiny_folder / "val" / "images"
+    adapted = tmp_path / "adapted.pt"
+    argv = ["bn-stats", "--checkpoint", str(path), "--images", str(images), "--out", str(adapted),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    scored = {}
+    for name, checkpoint, extra in [("plain", path, []), ("saved", adapted, []),
+                                    ("flag", path, ["--adapt-bn", "1"])]:  # fmt: skip
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "folder", "--data",
+                     str(tiny_folder), "--num-classes", "3", "--device", "cpu", "--precision",
+                     "fp32", "--out", str(out), *extra]) == 0  # fmt: skip
+        scored[name] = json.loads(out.read_text())
+    assert scored["flag"]["confusion_matrix"] == scored["saved"]["confusion_matrix"]
+    assert scored["flag"]["confusion_matrix"] != scored["plain"]["confusion_matrix"]
+    assert scored["flag"]["adapt_bn"] == 1 and scored["plain"]["adapt_bn"] is None
+
+    labels = {}
+    for name, checkpoint, extra in [("saved", adapted, []), ("flag", path, ["--adapt-bn", "1"])]:
+        out = tmp_path / f"predicted_{name}"
+        assert main(["predict", "--checkpoint", str(checkpoint), str(images), "--out", str(out),
+                     "--device", "cpu", *extra]) == 0  # fmt: skip
+        labels[name] = [np.array(Image.open(p)) for p in sorted(out.glob("val_?.png"))]
+    assert len(labels["flag"]) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(labels["flag"], labels["saved"]))

@@ -47,6 +47,26 @@ def logit_adjust(text: str) -> float:
     return value
 
 
+def blend_weight(text: str) -> float:
+    """An argparse type: the weight in (0, 1] of newly estimated BN statistics (engine/bn.py)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_adapt_bn_flag(p: argparse.ArgumentParser, *, images: str) -> None:
+    p.add_argument(
+        "--adapt-bn", type=blend_weight, metavar="BLEND",
+        help=f"first re-estimate BN statistics on {images} (their pixels only, no labels), "
+        "weighted BLEND against the checkpoint's (1: replace them); the model adapts to their "
+        "camera, drive or light. Kept in no file: `segnet bn-stats --images` saves it",
+    )  # fmt: skip
+
+
 LOGIT_ADJUST_HELP = (
     "shift each class score by -TAU*log(its training class weight) (engine/adjust.py): 0 is the "
     "model as trained, 1 undoes its class weights"

@@ -10,6 +10,7 @@ from ..files import check_output_dir, check_output_file, write_json
 from .args import (
     LOGIT_ADJUST_HELP,
     Subparsers,
+    add_adapt_bn_flag,
     add_data_flags,
     add_group_pattern_flag,
     add_runtime_flags,
@@ -42,6 +43,7 @@ def add_evaluate(sub: Subparsers) -> None:
         "--precise-bn", action="store_true",
         help="first recompute BN statistics over the train split (not saved; see bn-stats)",
     )  # fmt: skip
+    add_adapt_bn_flag(p, images="the images scored (after --precise-bn when both are given)")
     p.add_argument(
         "--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR"
     )
@@ -96,6 +98,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model.to(device)
     if train_set is not None:
         precise_bn(model, train_set, device=device)
+    if args.adapt_bn:
+        precise_bn(model, dataset, device=device, blend=args.adapt_bn, adapting=True)
     metrics = evaluate(
         model, dataset, device=device, precision=precision, mc_samples=args.mc_samples,
         bf_tolerance=args.bf_tolerance, bf_count_predicted_only=args.bf_count_predicted, tta=tta,
@@ -103,7 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     adjusted = [{"tau": tau, **found} for tau, found in zip(taus, metrics.pop("adjusted", []))]
     metrics.update({"checkpoint": str(args.checkpoint), "split": args.split, "groups": args.groups, "model": config.name,
-                    "precise_bn": args.precise_bn, "backend": args.backend, "precision": precision,
+                    "precise_bn": args.precise_bn, "adapt_bn": args.adapt_bn, "backend": args.backend, "precision": precision,
                     "int8_plan": args.int8_plan if precision == "int8" else None, "tta": {"flip": tta.flip, "scales": list(tta.scales)},
                     **tiling.describe()})  # fmt: skip
     print(format_metrics(metrics))
@@ -187,6 +191,7 @@ def add_predict(sub: Subparsers) -> None:
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
         help="Monte-Carlo dropout samples: also writes X_uncertainty.png/.npy (videos: .mp4)",
     )  # fmt: skip
+    add_adapt_bn_flag(p, images="the INPUT images")
     _add_overlay_and_video_flags(p)
     add_tta_flags(p)
     add_tiling_flags(p)
@@ -239,11 +244,13 @@ def _camera_index(text: str) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from ..data.unlabeled import ImageFiles
     from ..deploy.runtime import resolve_device, resolve_precision
     from ..engine.predict import OverlayStyle, Segmenter, check_prediction_folder, expand_inputs
     from ..engine.video import VideoOptions, import_av, is_video, predict_media, record_camera
     from ..engine.weights import load_for_inference
     from ..models import has_dropout
+    from .train import precise_bn
 
     # Every flag and input is checked before the model loads.
     tta, tiling = tta_from_args(args), tiling_from_args(args)
@@ -258,13 +265,22 @@ def run_predict(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     paths = expand_inputs(args.inputs, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     check_prediction_folder(Path(args.out), paths)
-    if args.camera is not None or any(is_video(p) for p in paths):
+    videos = args.camera is not None or any(is_video(p) for p in paths)
+    if videos:
         import_av()
+    if args.adapt_bn and videos:
+        raise ArgumentError(
+            "adapt_bn", "adapts to image INPUTs only; for videos, adapt a checkpoint to frames "
+            "saved as images with `segnet bn-stats --images` and predict with it",
+        )  # fmt: skip
     model, config = load_for_inference(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights
     )
     if args.mc_samples and not has_dropout(model):
         raise ArgumentError("mc_samples", no_dropout(config.name))
+    if args.adapt_bn:
+        images = ImageFiles(paths)
+        precise_bn(model.to(device), images, device=device, blend=args.adapt_bn, adapting=True)
     engine = engine_settings(args, precision)  # backend, int8 calibration images
     segmenter = Segmenter(
         model, config, device=device, precision=precision, tta=tta, tiling=tiling, **engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from ..engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..engine.distributed import DEFAULT_TIMEOUT_S, Distributed
 from ..errors import SegNetError
 from ..files import check_output_file
-from .args import Subparsers, add_data_flags, add_group_pattern_flag, open_data, positive_int
+from .args import (
+    Subparsers,
+    add_data_flags,
+    add_group_pattern_flag,
+    blend_weight,
+    open_data,
+    positive_int,
+)
 
 
 def add_train(sub: Subparsers) -> None:
@@ -222,48 +230,72 @@ def _train(args: argparse.Namespace, group: Distributed) -> int:
 
 
 def add_bn_stats(sub: Subparsers) -> None:
-    p = sub.add_parser("bn-stats", help="precise BN: recompute BN statistics over the train split")
+    p = sub.add_parser(
+        "bn-stats",
+        help="precise BN: recompute BN statistics over the train split, or adapt them to "
+        "unlabeled images of a new camera, drive or light (--images)",
+    )  # fmt: skip
     p.add_argument("--checkpoint", required=True)
     add_data_flags(p)
-    p.add_argument("--out", help="new checkpoint (default: CKPT_precise_bn.pt beside CKPT)")
+    p.add_argument(
+        "--images", nargs="+", metavar="PATH",
+        help="unlabeled images (files, folders, globs) to estimate the statistics on instead of "
+        "the train split: the model adapted to their camera, drive or light (no labels needed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--blend", type=blend_weight, default=1.0,
+        help="weight of the new statistics; the rest stays the checkpoint's (default: 1, replace)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out",
+        help="new checkpoint (default: CKPT_precise_bn.pt, with --images CKPT_adapted.pt, "
+        "beside CKPT)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=positive_int("--batch-size"), default=4)
     p.add_argument(
         "--max-images", type=positive_int("--max-images"),
-        help="use this many images spread over the split (default: all)",
+        help="use this many images spread over the split or --images (default: all)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(run=run_bn_stats)
 
 
 def run_bn_stats(args: argparse.Namespace) -> int:
+    from ..data.unlabeled import ImageFiles
     from ..deploy.runtime import resolve_device
     from ..engine.checkpoint import check_num_classes, load_model, save_checkpoint
+    from ..engine.predict import expand_inputs
 
     source = Path(args.checkpoint)
-    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_precise_bn.pt")
-    check_output_file(out, argument="out", inputs=(source,))
+    suffix = "adapted" if args.images else "precise_bn"
+    out = Path(args.out) if args.out else source.with_name(f"{source.stem}_{suffix}.pt")
+    paths = expand_inputs(args.images) if args.images else []
+    check_output_file(out, argument="out", inputs=(source, *paths))
     model, config, payload = load_model(args.checkpoint)
-    dataset = bn_training_data(args, payload)
-    check_num_classes(args.checkpoint, config, dataset.info.num_classes)
+    if args.images:
+        images: Sequence = ImageFiles(paths)
+    else:
+        images = bn_training_data(args, payload)
+        check_num_classes(args.checkpoint, config, images.info.num_classes)
     device = resolve_device(args.device)
     stats = precise_bn(
-        model.to(device),
-        dataset,
-        device=device,
-        batch_size=args.batch_size,
-        max_images=args.max_images,
-    )
-    # An inference checkpoint: the optimizer state belongs to the run it came from.
-    skip = {"format", "version", "model", "data", "state_dict", "optimizer", "scheduler"}
+        model.to(device), images, device=device, batch_size=args.batch_size,
+        max_images=args.max_images, blend=args.blend, adapting=bool(args.images),
+    )  # fmt: skip
+    # An inference checkpoint: the optimizer state belongs to the run it came from, and the
+    # statistics a previous bn-stats wrote are replaced (or blended into) by these.
+    skip = {"format", "version", "model", "data", "state_dict", "optimizer", "scheduler",
+            "precise_bn", "bn_adapted"}  # fmt: skip
     extra = {k: v for k, v in payload.items() if k not in skip}
-    extra["precise_bn"] = {
-        "source": str(source),
-        "dataset": args.dataset,
-        "split": "train",
-        **stats,
-    }
+    found = {"source": str(source), **stats, "blend": args.blend}
+    if args.images:
+        extra["bn_adapted"] = {**found, "files": [str(p) for p in paths[:3]]}  # a sample
+    else:
+        extra["precise_bn"] = {**found, "dataset": args.dataset, "split": "train"}
     save_checkpoint(out, config=config, model=model.cpu(), **extra)
-    print(f"checkpoint with precise BN statistics written to {out}")
+    print(
+        f"checkpoint with {'adapted' if args.images else 'precise'} BN statistics written to {out}"
+    )
     return 0
 
 
@@ -282,23 +314,28 @@ def bn_training_data(args: argparse.Namespace, payload: dict) -> SegmentationDat
 
 def precise_bn(
     model: nn.Module,
-    dataset: SegmentationDataset,
+    images: Sequence,
     *,
     device: torch.device,
     batch_size: int = 4,
     max_images: int | None = None,
+    blend: float = 1.0,
+    adapting: bool = False,
 ) -> dict:
-    """Recomputes BN statistics over ``dataset`` (paper Sec. 4.1) and says so."""
+    """Recomputes BN statistics over the training images (paper Sec. 4.1), or with ``adapting``
+    over unlabeled images of another domain, blended (engine/bn.py), and says so."""
     from ..engine.bn import recompute_bn_statistics
 
     stats = recompute_bn_statistics(
-        model, dataset, device=device, batch_size=batch_size, max_images=max_images, progress=True
-    )
+        model, images, device=device, batch_size=batch_size, max_images=max_images, blend=blend,
+        progress=True,
+    )  # fmt: skip
     if stats["layers"] == 0:
-        raise SegNetError("this model has no BatchNorm layers: precise BN does not apply")
-    print(
-        f"precise BN: {stats['layers']} BN layers recomputed over {stats['images']} training images"
-    )
+        raise SegNetError("this model has no BatchNorm layers: BN statistics do not apply")
+    what = "images to adapt to" if adapting else "training images"
+    kept = f", {1 - blend:.0%} of the previous statistics kept" if blend < 1 else ""
+    print(f"{'adapted' if adapting else 'precise'} BN: {stats['layers']} BN layers recomputed "
+          f"over {stats['images']} {what}{kept}")  # fmt: skip
     return stats
 
 

@@ -11,18 +11,22 @@ exact population mean and (unbiased) variance over all pixels of all images -- i
 batch size, a partial last batch or images of different sizes, unlike an average of per-batch
 statistics (BN's ``momentum=None`` mode). Each layer's own running-average update is switched
 off (``momentum=0``) during the pass and its momentum restored afterwards.
+
+The same pass over *unlabeled* images of another camera, drive or light re-estimates the
+statistics for that domain instead (AdaBN, Li et al. 2016): a trained model's features shift
+with the input's light and colour, and BN can re-centre them without a label. ``blend`` keeps
+part of the training's statistics (Schneider et al. 2020 weight the two by sample counts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.base import SegmentationDataset
 from ..errors import ArgumentError
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -61,13 +65,17 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, BN_TYPES) and m.track_running_stats]
 
 
-def _batches(
-    dataset: SegmentationDataset, indices: list[int], batch_size: int
-) -> Iterator[torch.Tensor]:
+# What the pass reads: a labelled dataset (items (image, mask)) or unlabeled images (items
+# (3, H, W) float tensors, data.unlabeled.ImageFiles); either normalized as for evaluation.
+ImageSource = Sequence
+
+
+def _batches(images: ImageSource, indices: list[int], batch_size: int) -> Iterator[torch.Tensor]:
     """Images (N, 3, H, W) in order; a batch closes early when the image size changes."""
     batch: list[torch.Tensor] = []
     for index in indices:
-        image, _ = dataset[index]
+        item = images[index]
+        image = item[0] if isinstance(item, tuple) else item  # a dataset's (image, mask)
         if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
             yield torch.stack(batch)
             batch = []
@@ -79,14 +87,17 @@ def _batches(
 @torch.no_grad()
 def recompute_bn_statistics(
     model: nn.Module,
-    dataset: SegmentationDataset,
+    dataset: ImageSource,
     *,
     device: torch.device,
     batch_size: int = 4,
     max_images: int | None = None,
+    blend: float = 1.0,
     progress: bool = False,
 ) -> dict:
-    """Replaces every BN layer's running mean/var by its population statistics over ``dataset``.
+    """Replaces every BN layer's running mean/var by its population statistics over ``dataset``
+    (a labelled dataset or unlabeled images), or with ``blend`` < 1 by ``blend`` times them plus
+    ``1 - blend`` times the statistics the layer had (see :func:`blend_statistics`).
 
     ``model`` must already be on ``device``; it is left in the train/eval mode it came in.
     ``max_images`` uses that many images spread evenly over the dataset (default: all).
@@ -94,6 +105,8 @@ def recompute_bn_statistics(
     """
     if batch_size < 1:
         raise ArgumentError("batch_size", f"must be >= 1, got {batch_size}")
+    if not 0 < blend <= 1:
+        raise ArgumentError("blend", f"must be in (0, 1], got {blend}")
     layers = bn_layers(model)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if not layers or count == 0:
@@ -119,7 +132,21 @@ def recompute_bn_statistics(
         for module, training in modes.items():
             module.train(training)
     for bn in layers:
-        mean, var = moments[bn].mean_var()
+        mean, var = blend_statistics(bn, *moments[bn].mean_var(), weight=blend)
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
     return {"layers": len(layers), "images": len(indices)}
+
+
+def blend_statistics(
+    bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor, *, weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C,) mean and variance of the mixture ``weight`` * new + (1 - ``weight``) * the layer's
+    running statistics. The variance is the mixture's -- both variances weighted plus the spread
+    of the two means -- so a blend of two shifted populations is not normalized too narrow."""
+    if weight == 1:
+        return mean, var
+    old_mean, old_var = bn.running_mean.double(), bn.running_var.double()
+    shift = (mean.double() - old_mean).square()
+    blended_var = weight * var.double() + (1 - weight) * old_var + weight * (1 - weight) * shift
+    return weight * mean.double() + (1 - weight) * old_mean, blended_var
