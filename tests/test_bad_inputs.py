@@ -176,7 +176,7 @@ CASES = [
     (
         f"predict {CK} {{ws}}/photo.png {{ws}}/notes.txt --out {{ws}}/new --adapt-bn 1",
         "notes.txt: not a readable image",
-    ),  # fmt: skip
+    ),
     # -- checkpoints
     (f"evaluate --checkpoint {{ws}}/missing.pt {D}", "missing.pt: file not found"),
     (f"evaluate --checkpoint {{ws}}/garbage.pt {D}", "not a readable checkpoint"),

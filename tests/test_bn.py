@@ -229,6 +229,11 @@ def test_bn_stats_adapts_a_checkpoint_to_unlabeled_images(tmp_path, tiny_folder,
     record = payload["bn_adapted"]
     assert record["images"] == 2 and record["blend"] == 0.5 and record["source"] == str(precise)
     assert "precise_bn" not in payload  # the statistics it described are gone
+    packed = tmp_path / "adapted_weights.pt"
+    assert (
+        main(["export", "--checkpoint", str(out), "--format", "weights", "--out", str(packed)]) == 0
+    )
+    assert read_checkpoint(packed)["bn_adapted"] == record  # the fp16 weights say so too
 
 
 def test_evaluate_and_predict_adapt_as_bn_stats_does(tmp_path, tiny_folder) -> None:

@@ -5,7 +5,9 @@ nothing but the file.
      "model": {"name", "num_classes", "in_channels", "options"},
      "data": {"class_names", "palette", "ignore_index", "mean", "std"},
      "state_dict", "epoch", "metrics", "train_config", "class_weights" (the loss's, or None;
-     since 2026-12-07), optional "optimizer"/"scheduler"/..., "logit_adjust" (engine/adjust.py)}
+     since 2026-12-07), optional "optimizer"/"scheduler"/..., "logit_adjust" (engine/adjust.py),
+     "precise_bn" / "bn_adapted" (where `segnet bn-stats` took the BN statistics: source,
+     layers, images, blend)}
 
 Written atomically (temp file + rename): a crash mid-save never corrupts ``last.pt``.
 """

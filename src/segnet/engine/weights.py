@@ -17,9 +17,10 @@ from ..files import atomic_write
 from .adjust import FLAG, adjust_model
 from .checkpoint import ModelConfig, load_model, read_checkpoint
 
-# What shipped weights keep of a training checkpoint: no optimizer, schedule or log.
+# What shipped weights keep of a training checkpoint: no optimizer, schedule or log; where its
+# BN statistics came from when `segnet bn-stats` replaced them.
 KEPT = ("format", "version", "model", "data", "epoch", "metrics", "train_config", "class_weights",
-        FLAG)  # fmt: skip
+        FLAG, "precise_bn", "bn_adapted")  # fmt: skip
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"  # segnet/weights/
 
 
