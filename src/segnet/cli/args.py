@@ -61,9 +61,10 @@ def blend_weight(text: str) -> float:
 def add_adapt_bn_flag(p: argparse.ArgumentParser, *, images: str) -> None:
     p.add_argument(
         "--adapt-bn", type=blend_weight, metavar="BLEND",
-        help=f"first re-estimate BN statistics on {images} (their pixels only, no labels), "
-        "weighted BLEND against the checkpoint's (1: replace them); the model adapts to their "
-        "camera, drive or light. Kept in no file: `segnet bn-stats --images` saves it",
+        help=f"first re-estimate BN statistics on {images} from their pixels (no labels), "
+        "weighted BLEND against the checkpoint's (1: replace them; docs/results.md compares 0.25-1); the model "
+        "adapts to their camera, drive or light. Give many frames of one: a single image's "
+        "statistics are a noisy estimate. Kept in no file: `segnet bn-stats --images` saves it",
     )  # fmt: skip
 
 

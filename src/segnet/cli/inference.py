@@ -43,7 +43,7 @@ def add_evaluate(sub: Subparsers) -> None:
         "--precise-bn", action="store_true",
         help="first recompute BN statistics over the train split (not saved; see bn-stats)",
     )  # fmt: skip
-    add_adapt_bn_flag(p, images="the images scored (after --precise-bn when both are given)")
+    add_adapt_bn_flag(p, images="the images scored, after any --precise-bn,")
     p.add_argument(
         "--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR"
     )
