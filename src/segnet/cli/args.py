@@ -62,9 +62,10 @@ def add_adapt_bn_flag(p: argparse.ArgumentParser, *, images: str) -> None:
     p.add_argument(
         "--adapt-bn", type=blend_weight, metavar="BLEND",
         help=f"first re-estimate BN statistics on {images} from their pixels (no labels), "
-        "weighted BLEND against the checkpoint's (1: replace them; docs/results.md compares 0.25-1); the model "
-        "adapts to their camera, drive or light. Give many frames of one: a single image's "
-        "statistics are a noisy estimate. Kept in no file: `segnet bn-stats --images` saves it",
+        "weighted BLEND against the checkpoint's (1: replace them; docs/results.md compares "
+        "0.25-1); the model adapts to their camera, drive or light. Give many frames of one: a "
+        "single image's statistics are a noisy estimate. Kept in no file: `segnet bn-stats "
+        "--images` saves it",
     )  # fmt: skip
 
 
