@@ -27,7 +27,7 @@ from torch import nn
 
 from segnet.data import SegmentationDataset, open_dataset
 from segnet.data.groups import Subset, split_groups
-from segnet.engine.bn import recompute_bn_statistics
+from segnet.engine.bn import blend_statistics, recompute_bn_statistics
 from segnet.engine.checkpoint import load_model
 from segnet.engine.evaluate import evaluate
 from segnet.metrics.confusion import ConfusionMatrix
@@ -45,11 +45,10 @@ class ImageBlendedBN(nn.Module):
         self.bn, self.alpha = bn, alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn, a = self.bn, self.alpha
+        bn, a = self.bn, self.alpha  # blend_statistics (engine/bn.py), per image
         var_i, mean_i = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)  # (N, C, 1, 1)
         mean_r, var_r = (t[None, :, None, None] for t in (bn.running_mean, bn.running_var))
-        mean = a * mean_i + (1 - a) * mean_r
-        var = a * var_i + (1 - a) * var_r + a * (1 - a) * (mean_i - mean_r).square()
+        mean, var = blend_statistics(mean_i, var_i, mean_r, var_r, weight=a)
         y = (x - mean) * torch.rsqrt(var + bn.eps)
         return y * bn.weight[None, :, None, None] + bn.bias[None, :, None, None]
 

@@ -266,13 +266,13 @@ def run_predict(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     check_prediction_folder(Path(args.out), paths)
     videos = args.camera is not None or any(is_video(p) for p in paths)
-    if videos:
-        import_av()
-    if args.adapt_bn and videos:
+    if args.adapt_bn and videos:  # before PyAV's import: this refusal holds either way
         raise ArgumentError(
             "adapt_bn", "adapts to image INPUTs only; for videos, adapt a checkpoint to frames "
             "saved as images with `segnet bn-stats --images` and predict with it",
         )  # fmt: skip
+    if videos:
+        import_av()
     model, config = load_for_inference(
         checkpoint=args.checkpoint, model=args.model, weights=args.weights
     )

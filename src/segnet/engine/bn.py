@@ -132,21 +132,23 @@ def recompute_bn_statistics(
         for module, training in modes.items():
             module.train(training)
     for bn in layers:
-        mean, var = blend_statistics(bn, *moments[bn].mean_var(), weight=blend)
+        old = bn.running_mean.double(), bn.running_var.double()
+        mean, var = blend_statistics(*moments[bn].mean_var(), *old, weight=blend)  # float64
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
     return {"layers": len(layers), "images": len(indices)}
 
 
 def blend_statistics(
-    bn: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, var: torch.Tensor, *, weight: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C,) mean and variance of the mixture ``weight`` * new + (1 - ``weight``) * the layer's
-    running statistics. The variance is the mixture's -- both variances weighted plus the spread
-    of the two means -- so a blend of two shifted populations is not normalized too narrow."""
+    mean: torch.Tensor, var: torch.Tensor, old_mean: torch.Tensor, old_var: torch.Tensor, *,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Mean and variance of the mixture ``weight`` x (mean, var) + (1 - ``weight``) x (old_mean,
+    old_var), per channel (any broadcastable shapes). The variance is the mixture's -- both
+    variances weighted plus the spread of the two means -- so a blend of two shifted
+    populations is not normalized too narrow."""
     if weight == 1:
         return mean, var
-    old_mean, old_var = bn.running_mean.double(), bn.running_var.double()
-    shift = (mean.double() - old_mean).square()
-    blended_var = weight * var.double() + (1 - weight) * old_var + weight * (1 - weight) * shift
-    return weight * mean.double() + (1 - weight) * old_mean, blended_var
+    shift = (mean - old_mean).square()
+    blended_var = weight * var + (1 - weight) * old_var + weight * (1 - weight) * shift
+    return weight * mean + (1 - weight) * old_mean, blended_var
