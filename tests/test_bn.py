@@ -162,7 +162,7 @@ def test_evaluate_with_precise_bn(tmp_path, tiny_folder, capsys) -> None:
         == 0
     )
     assert "precise BN: 8 BN layers recomputed over 4 training images" in capsys.readouterr().out
-    assert '"precise_bn": true' in metrics.read_text()
+    assert json.loads(metrics.read_text())["precise_bn"] == "frames"  # the flag alone
     assert "precise_bn" not in read_checkpoint(path)  # evaluate never writes the checkpoint
 
 
@@ -263,3 +263,58 @@ def test_evaluate_and_predict_adapt_as_bn_stats_does(tmp_path, tiny_folder) -> N
         labels[name] = [np.array(Image.open(p)) for p in sorted(out.glob("val_?.png"))]
     assert len(labels["flag"]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(labels["flag"], labels["saved"]))
+
+
+def test_precise_bn_over_the_runs_augmented_samples(tmp_path, tiny_folder, capsys) -> None:
+    from segnet.data.transforms import AugmentedDataset
+    from segnet.engine.config import TrainConfig
+    from segnet.engine.prepare import training_augment
+
+    dataset = open_dataset("folder", root=tiny_folder, split="train", num_classes=3)
+    model = _briefly_trained("segnet_basic", dataset)
+    run = TrainConfig(dataset="folder", data=str(tiny_folder), num_classes=3, crop=[32, 32],
+                      scale=[0.8, 1.2], hflip=True, brightness=0.5, gamma=0.5, seed=3)  # fmt: skip
+    path = tmp_path / "run" / "last.pt"
+    save_checkpoint(path, config=ModelConfig.for_dataset("segnet_basic", dataset.info),
+                    model=model, train_config=run.to_dict())  # fmt: skip
+    data = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3",
+            "--device", "cpu"]  # fmt: skip
+    outs = {samples: tmp_path / f"{samples}.pt" for samples in ("frames", "augmented")}
+    for samples, out in outs.items():
+        argv = ["bn-stats", "--checkpoint", str(path), *data, "--precise-bn", samples,
+                "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "as its run augmented them: flips, 0.8-1.2x scale, 32x32 crops, colour jitter " \
+        "(brightness 0.5, gamma 0.5)" in printed  # fmt: skip
+
+    # The run's own augmentation with its seed's first-epoch draws: the statistics it tracked.
+    augmented = AugmentedDataset(dataset, training_augment(run, ignore_index=255), seed=3)
+    recompute_bn_statistics(model, augmented, device=CPU)
+    loaded, _, payload = load_model(outs["augmented"])
+    plain, _, frames_payload = load_model(outs["frames"])
+    for mine, theirs in zip(bn_layers(model), bn_layers(loaded)):
+        torch.testing.assert_close(theirs.running_mean, mine.running_mean)
+        torch.testing.assert_close(theirs.running_var, mine.running_var)
+    first = bn_layers(plain)[0].running_var, bn_layers(loaded)[0].running_var
+    assert not torch.allclose(*first, rtol=1e-2)  # jittered inputs: other statistics
+    assert payload["precise_bn"]["samples"] == "augmented"
+    assert frames_payload["precise_bn"]["samples"] == "frames"
+
+    metrics = tmp_path / "m.json"
+    argv = ["evaluate", "--checkpoint", str(path), *data, "--precision", "fp32",
+            "--precise-bn", "augmented", "--out", str(metrics)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(metrics.read_text())["precise_bn"] == "augmented"
+
+
+def test_augmented_precise_bn_needs_the_runs_config(tmp_path, tiny_folder, capsys) -> None:
+    path, _, _ = _checkpoint(tmp_path, tiny_folder)  # saved without a train_config
+    data = ["--dataset", "folder", "--data", str(tiny_folder), "--num-classes", "3"]
+    assert main(["bn-stats", "--checkpoint", str(path), *data, "--precise-bn", "augmented"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "records no training config" in err and "--precise-bn frames" in err
+    argv = ["bn-stats", "--checkpoint", str(path), "--images", str(tiny_folder), "--precise-bn"]
+    assert main(argv) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not list(path.parent.glob("*_precise_bn.pt")) + list(path.parent.glob("*_adapted.pt"))

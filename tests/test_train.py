@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -14,12 +15,14 @@ from conftest import write_folder_dataset
 from segnet import SegNetError
 from segnet.cli import main
 from segnet.data import transforms
-from segnet.data.transforms import PadCollate
+from segnet.data.transforms import AugmentedDataset, PadCollate
 from segnet.deploy import runtime
 from segnet.engine.averaging import FILE as AVERAGED_FILE
 from segnet.engine.averaging import WeightAverage, window_start
+from segnet.engine.bn import bn_layers, recompute_bn_statistics
 from segnet.engine.checkpoint import load_model, read_checkpoint
 from segnet.engine.config import TrainConfig
+from segnet.engine.prepare import training_augment, training_splits
 from segnet.engine.train import SegmentationLoss, fit
 from segnet.errors import ArgumentError
 from segnet.models import model_entry
@@ -343,11 +346,11 @@ def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exac
 ) -> None:
     import segnet.engine.train as train
 
-    config = dict(epochs=3, average_last=2)
+    config = dict(epochs=3, average_last=2, brightness=0.5)
     fit(_config(tiny_folder, tmp_path / "straight", **config), progress=True)
     printed = capsys.readouterr().out
     assert "weights averaged over the last 2 epoch(s)" in printed  # the start summary
-    assert "weight average of epochs 2-3, BN over 4 training images: val G" in printed
+    assert "weight average of epochs 2-3, BN over 4 augmented training images: val G" in printed
     assert "; weight average of epochs 2-3: G" in printed  # the end summary
     straight = read_checkpoint(tmp_path / "straight" / AVERAGED_FILE)
     assert straight["epoch"] == 3 and straight["metrics"]["averaged"]["epochs"] == [2, 3]
@@ -381,6 +384,18 @@ def test_average_last_saves_averaged_weights_with_recomputed_bn_and_resumes_exac
         assert torch.allclose(averaged[name], (w2[name] + w3[name]) / 2, atol=1e-6)
     means = [k for k in averaged if k.endswith("running_mean")]
     assert means and not any(torch.allclose(averaged[k], w3[k]) for k in means)
+    # ... over the training samples as the last epoch (index 2) augmented them, not clean frames
+    run = _config(tiny_folder, tmp_path / "split", **config)
+    samples = AugmentedDataset(training_splits(run)[0], training_augment(run, ignore_index=255),
+                               seed=run.seed)  # fmt: skip
+    samples.set_epoch(2)
+    recomputed, clean = copy.deepcopy(model), copy.deepcopy(model)
+    for target, images in ((recomputed, samples), (clean, samples.dataset)):  # the run's batches
+        recompute_bn_statistics(target, images, device=torch.device("cpu"), batch_size=2)
+    for ours, theirs, frames in zip(bn_layers(model), bn_layers(recomputed), bn_layers(clean)):
+        torch.testing.assert_close(ours.running_var, theirs.running_var)
+        assert not torch.allclose(ours.running_var, frames.running_var, rtol=1e-3)
+    assert split["metrics"]["averaged"]["bn_samples"] == "augmented"
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())["end"]
     assert summary["averaged"]["miou"] == pytest.approx(split["metrics"]["miou"])
 

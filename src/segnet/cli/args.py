@@ -12,6 +12,7 @@ from ..data import DATASETS, SPLITS, SegmentationDataset
 from ..deploy.backends import BACKENDS, DEFAULT_BACKEND, check_combination
 from ..deploy.quantize import CALIBRATION_IMAGES
 from ..deploy.runtime import DEFAULT_INT8_PLAN, INFERENCE_PRECISIONS, INT8_PLANS, PRECISIONS
+from ..engine.bn import PRECISE_BN_SAMPLES
 from ..engine.inference import TILE_OVERLAP
 from ..errors import ArgumentError
 
@@ -66,6 +67,17 @@ def add_adapt_bn_flag(p: argparse.ArgumentParser, *, images: str) -> None:
         "0.25-1); the model adapts to their camera, drive or light. Give many frames of one: a "
         "single image's statistics are a noisy estimate. Kept in no file: `segnet bn-stats "
         "--images` saves it",
+    )  # fmt: skip
+
+
+def add_precise_bn_flag(p: argparse.ArgumentParser, *, help: str) -> None:
+    """``--precise-bn [SAMPLES]``: which training images precise BN reads (engine/bn.py); the
+    flag alone means the first choice."""
+    samples = "; ".join(f"{name} = {what}" for name, what in PRECISE_BN_SAMPLES.items())
+    default = next(iter(PRECISE_BN_SAMPLES))
+    p.add_argument(
+        "--precise-bn", choices=PRECISE_BN_SAMPLES, nargs="?", const=default, metavar="SAMPLES",
+        help=f"{help}. SAMPLES: {samples} (the flag alone: {default})",
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from .args import (
     add_adapt_bn_flag,
     add_data_flags,
     add_group_pattern_flag,
+    add_precise_bn_flag,
     add_runtime_flags,
     add_tiling_flags,
     add_tta_flags,
@@ -39,10 +40,9 @@ def add_evaluate(sub: Subparsers) -> None:
         "--mc-samples", type=positive_int("--mc-samples"), default=0,
         help="Monte-Carlo dropout samples (Bayesian SegNet)",
     )  # fmt: skip
-    p.add_argument(
-        "--precise-bn", action="store_true",
-        help="first recompute BN statistics over the train split (not saved; see bn-stats)",
-    )  # fmt: skip
+    add_precise_bn_flag(
+        p, help="first recompute BN statistics over the train split (not saved; see bn-stats)"
+    )
     add_adapt_bn_flag(p, images="the images scored, after any --precise-bn,")
     p.add_argument(
         "--plots", metavar="DIR", help="also write confusion.png and class_iou.png to DIR"
@@ -94,7 +94,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     taus = args.logit_adjust or []
     offsets = adjustments(payload, taus, path=args.checkpoint) if taus else []
     engine = engine_settings(args, precision)  # backend, int8 calibration images
-    train_set = bn_training_data(args, payload) if args.precise_bn else None
+    train_set = (
+        bn_training_data(args, payload, samples=args.precise_bn) if args.precise_bn else None
+    )
     model.to(device)
     if train_set is not None:
         precise_bn(model, train_set, device=device)

@@ -10,17 +10,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data import SegmentationDataset
 from ..data.stats import WEIGHTING
 from ..deploy.runtime import PRECISIONS
 from ..engine.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ..engine.distributed import DEFAULT_TIMEOUT_S, Distributed
-from ..errors import SegNetError
+from ..errors import ArgumentError, SegNetError
 from ..files import check_output_file
 from .args import (
     Subparsers,
     add_data_flags,
     add_group_pattern_flag,
+    add_precise_bn_flag,
     blend_weight,
     open_data,
     positive_int,
@@ -242,6 +242,7 @@ def add_bn_stats(sub: Subparsers) -> None:
         help="unlabeled images (files, folders, globs) to estimate the statistics on instead of "
         "the train split: the model adapted to their camera, drive or light (no labels needed)",
     )  # fmt: skip
+    add_precise_bn_flag(p, help="the training images read when no --images are given")
     p.add_argument(
         "--blend", type=blend_weight, default=1.0,
         help="weight of the new statistics; the rest stays the checkpoint's (default: 1, replace)",
@@ -266,6 +267,10 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     from ..engine.checkpoint import check_num_classes, load_model, save_checkpoint
     from ..engine.predict import expand_inputs
 
+    if args.images and args.precise_bn:
+        raise ArgumentError(
+            "precise_bn", "reads the train split, --images reads those images: give one of them"
+        )
     source = Path(args.checkpoint)
     suffix = "adapted" if args.images else "precise_bn"
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}_{suffix}.pt")
@@ -275,7 +280,7 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     if args.images:
         images: Sequence = ImageFiles(paths)
     else:
-        images = bn_training_data(args, payload)
+        images = bn_training_data(args, payload, samples=args.precise_bn or "frames")
         check_num_classes(args.checkpoint, config, images.info.num_classes)
     device = resolve_device(args.device)
     stats = precise_bn(
@@ -291,7 +296,8 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     if args.images:
         extra["bn_adapted"] = {**found, "files": [str(p) for p in paths[:3]]}  # a sample
     else:
-        extra["precise_bn"] = {**found, "dataset": args.dataset, "split": "train"}
+        extra["precise_bn"] = {**found, "dataset": args.dataset, "split": "train",
+                               "samples": args.precise_bn or "frames"}  # fmt: skip
     save_checkpoint(out, config=config, model=model.cpu(), **extra)
     print(
         f"checkpoint with {'adapted' if args.images else 'precise'} BN statistics written to {out}"
@@ -299,9 +305,10 @@ def run_bn_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def bn_training_data(args: argparse.Namespace, payload: dict) -> SegmentationDataset:
+def bn_training_data(args: argparse.Namespace, payload: dict, *, samples: str) -> Sequence:
     """The images a checkpoint was trained on, for precise BN: the train split, less the
-    sequences its run held out for validation (``holdout_groups``) -- those stay unseen."""
+    sequences its run held out for validation (``holdout_groups``) -- those stay unseen; with
+    ``samples`` "augmented", as its run augmented them (engine/bn.py PRECISE_BN_SAMPLES)."""
     from ..data.groups import split_groups
 
     dataset = open_data(args, "train", groups=False)
@@ -309,7 +316,21 @@ def bn_training_data(args: argparse.Namespace, payload: dict) -> SegmentationDat
     if run.get("holdout_groups") and run.get("dataset") == args.dataset:
         dataset, _ = split_groups(dataset, run["holdout_groups"], pattern=run["group_pattern"])
         print(f"precise BN without the held-out groups {', '.join(run['holdout_groups'])}")
-    return dataset
+    if samples == "frames":
+        return dataset
+    from ..data.transforms import AugmentedDataset
+    from ..engine.prepare import training_augment
+
+    if not run:
+        raise ArgumentError(
+            "precise_bn",
+            f"augmented: {args.checkpoint} records no training config, so not how its run "
+            "augmented; use --precise-bn frames",
+        )
+    config = TrainConfig.from_saved(run)
+    augment = training_augment(config, ignore_index=dataset.info.ignore_index)
+    print(f"precise BN over the training images as its run augmented them: {augment.describe()}")
+    return AugmentedDataset(dataset, augment, seed=config.seed)  # the draws of its first epoch
 
 
 def precise_bn(

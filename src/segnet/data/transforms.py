@@ -16,7 +16,7 @@ not held back by the CPU cores that feed it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import ArgumentError
-from .base import SegmentationDataset, standardize
+from .base import DatasetInfo, SegmentationDataset, standardize
 
 # ITU-R BT.601 luma, and the YIQ chroma plane in which a hue shift is a rotation.
 _LUMA = (0.299, 0.587, 0.114)
@@ -115,6 +115,19 @@ class Augment:
             x = self.photometric(x, rng)
         return standardize(x), mask.long()
 
+    def describe(self) -> str:
+        """In words, e.g. "flips, 0.75-1.25x scale, 224x288 crops, colour jitter (brightness 0.3)"."""
+        low, high = self.scale_range
+        jitter = ", ".join(f"{f.name} {getattr(self.photometric, f.name):g}"
+                           for f in fields(Photometric) if getattr(self.photometric, f.name))  # fmt: skip
+        parts = [
+            "flips" * self.hflip,
+            f"{low:g}-{high:g}x scale" * ((low, high) != (1.0, 1.0)),
+            "{}x{} crops".format(*self.crop_size) if self.crop_size else "",
+            f"colour jitter ({jitter})" * bool(jitter),
+        ]
+        return ", ".join(part for part in parts if part) or "none"
+
     def _crop(self, image: Tensor, mask: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         ch, cw = self.crop_size
         h, w = mask.shape
@@ -150,6 +163,10 @@ class AugmentedDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def info(self) -> DatasetInfo:  # the wrapped dataset's classes
+        return self.dataset.info
 
     def __len__(self) -> int:
         return len(self.dataset)

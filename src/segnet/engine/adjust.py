@@ -18,7 +18,6 @@ with ``segnet export --logit-adjust``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,9 +64,8 @@ def training_class_weights(payload: dict[str, Any], *, path: str | Path) -> torc
     from .config import TrainConfig
     from .prepare import training_splits
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        train_set, _ = training_splits(TrainConfig(**{k: v for k, v in run.items() if k in known}))
+        train_set, _ = training_splits(TrainConfig.from_saved(run))
         weights = resolve_class_weights(spec, train_set)
     except SegNetError as error:
         raise ArgumentError(

@@ -5,8 +5,9 @@ of each of its last N epochs. The average of weights from the end of a decaying 
 nearer the middle of a flat region of the loss than any one of them, which tends to generalise
 better to data unlike the training set (a new drive, other light); whether it does for a recipe
 is for held-out sequences to say (docs/results.md). At the end of the run the averaged weights
-get BN statistics recomputed over the training images (:mod:`.bn`: an average of weights does
-not match any epoch's running statistics), are validated like any epoch, and are written to
+get BN statistics recomputed over the training images as the last epoch augmented them
+(:mod:`.bn`: an average of weights does not match any epoch's running statistics, and those
+tracked augmented inputs), are validated like any epoch, and are written to
 ``RUN_DIR/averaged.pt``, a checkpoint like ``best.pt``.
 
 Only trained parameters are averaged; BN running statistics are recomputed, not averaged.

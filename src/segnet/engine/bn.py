@@ -31,6 +31,15 @@ from ..errors import ArgumentError
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
+# What precise BN reads of a run's training images (`segnet bn-stats --precise-bn`, `evaluate
+# --precise-bn`). A run trained with colour jitter normalized jittered inputs; the statistics of
+# clean frames are narrower (docs/results.md, twenty-first session).
+PRECISE_BN_SAMPLES = {
+    "frames": "the training frames unaugmented, as the paper, which trained without augmentation",
+    "augmented": "the training frames as the run augmented them (its crops, scale, flips and "
+    "colour jitter, from the checkpoint's config), the inputs its running statistics tracked",
+}
+
 
 class _ChannelMoments:
     """Running per-channel mean and sum of squared deviations of a BN layer's inputs.

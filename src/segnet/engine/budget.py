@@ -128,7 +128,7 @@ def probe(run: Run) -> Timing:
                         optimizer=optimizer.state_dict())  # fmt: skip
         save_s = time.perf_counter() - tic
     end_s = 0.0
-    if config.average_last:  # BN statistics over the training images (forward only), validated
+    if config.average_last:  # BN statistics over the training samples (forward only), validated
         train_batches = math.ceil(len(run.data) / config.batch_size)
         end_s = train_batches * step_s / 3 + validation_s  # a forward: ~a third of a step
     return Timing(step_s=step_s, validation_s=validation_s, save_s=save_s, end_s=end_s,

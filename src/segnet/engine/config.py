@@ -197,6 +197,13 @@ class TrainConfig:
             raise
 
     @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainConfig:
+        """The config a checkpoint recorded (its ``train_config``); keys an older version wrote
+        and this one no longer has are left out, new keys take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+    @classmethod
     def for_resume(
         cls, run_dir: str | Path, *, config_file: str | None, overrides: dict[str, Any]
     ) -> TrainConfig:

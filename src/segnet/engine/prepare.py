@@ -49,6 +49,16 @@ def training_splits(config: TrainConfig) -> tuple[SegmentationDataset, Segmentat
     return open_split(config, "train"), open_split(config, "val")
 
 
+def training_augment(config: TrainConfig, *, ignore_index: int) -> Augment:
+    """The run's augmentation: flips, scale jitter, crops and colour jitter as ``config`` sets them."""
+    return Augment(
+        crop_size=tuple(config.crop) if config.crop else None, scale_range=tuple(config.scale),
+        hflip=config.hflip, ignore_index=ignore_index, photometric=Photometric(
+            brightness=config.brightness, contrast=config.contrast, saturation=config.saturation,
+            hue=config.hue, gamma=config.gamma),
+    )  # fmt: skip
+
+
 @dataclass
 class Run:
     """Everything one training run holds between epochs."""
@@ -92,12 +102,7 @@ def prepare(config: TrainConfig, state: dict | None, group: Distributed) -> Run:
     model_config = ModelConfig.for_dataset(config.model, info, **config.model_options)
     model = _run_model(config, model_config, state, device, group)
     weights = resolve_class_weights(config.class_weights, train_set)
-    augment = Augment(
-        crop_size=tuple(config.crop) if config.crop else None, scale_range=tuple(config.scale),
-        hflip=config.hflip, ignore_index=info.ignore_index, photometric=Photometric(
-            brightness=config.brightness, contrast=config.contrast, saturation=config.saturation,
-            hue=config.hue, gamma=config.gamma),
-    )  # fmt: skip
+    augment = training_augment(config, ignore_index=info.ignore_index)
     data = (
         ResidentDataset(train_set, augment, seed=config.seed, device=device)
         if config.device_augment

@@ -293,18 +293,20 @@ def _run_epoch(
 
 def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
     """The averaged weights (averaging.py), BN statistics recomputed over the training images
-    (every process alike: the same weights and images), validated, saved as averaged.pt."""
+    as the last epoch augmented them (every process alike: the same weights and images),
+    validated, saved as averaged.pt."""
     model = run.model_config.build()  # plain BN even under sync_bn: the keys are the same
     model.load_state_dict(run.model.state_dict())  # BN buffers; the parameters come next
     model = run.average.apply_to(model).to(run.device)
-    train_images = run.data.dataset  # the training split without augmentation
-    stats = recompute_bn_statistics(model, train_images, device=run.device,
+    # Augmented, as the running statistics of every epoch were: those of the clean frames are
+    # narrower and cost 1.1-2.4 mIoU on drives the model never saw (docs/results.md, 2026-12-07).
+    stats = recompute_bn_statistics(model, run.data, device=run.device,
                                     batch_size=run.config.batch_size)  # fmt: skip
     metrics = evaluate(model, run.val_set, device=run.device, precision=run.precision,
                        progress=progress and run.group.is_main, group=run.group)  # fmt: skip
     epochs = run.average.epochs
     metrics["averaged"] = {"epochs": [epochs[0], epochs[-1]], "count": len(epochs),
-                           "bn_images": stats["images"]}  # fmt: skip
+                           "bn_images": stats["images"], "bn_samples": "augmented"}  # fmt: skip
     run.averaged_metrics = {key: metrics[key] for _, key in METRICS} | {
         "averaged": metrics["averaged"]
     }
@@ -314,7 +316,7 @@ def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
                         class_weights=_class_weights(run))  # fmt: skip
         if progress:
             tqdm.write(f"weight average of epochs {epochs[0]}-{epochs[-1]}, BN over "
-                       f"{stats['images']} training images: val {format_metrics(metrics)} "
+                       f"{stats['images']} augmented training images: val {format_metrics(metrics)} "
                        f"-> {out / AVERAGED_FILE}")  # fmt: skip
 
 
