@@ -10,6 +10,11 @@ each) with its BN layers normalizing by:
               ones: what `segnet evaluate --adapt-bn A` gives (engine/bn.py)
   halves:A    the same, but each half of the frames (every other one) is scored with statistics
               estimated on the other half only, so no frame is scored by statistics it shaped
+  precise:S   precise BN over the checkpoint's own training images (its run's split, less the
+              drives it held out), two passes of samples S: frames (clean, `--precise-bn`),
+              augmented (the run's own augmentation, `--precise-bn augmented` reads one pass),
+              geometry (its crops, scale and flips only), jitter (its colour jitter only, whole
+              frames), jitter2 (its augmentation with the colour jitter twice as strong)
 
 G, C, mIoU, BF and per-class IoU per mode; the two halves' confusion matrices are summed and
 their BF averaged. Nothing is written. Used in docs/results.md:
@@ -21,15 +26,20 @@ their BF averaged. Nothing is written. Used in docs/results.md:
 import argparse
 import copy
 import time
+from dataclasses import fields, replace
 
 import torch
 from torch import nn
+from torch.utils.data import ConcatDataset
 
 from segnet.data import SegmentationDataset, open_dataset
 from segnet.data.groups import Subset, split_groups
+from segnet.data.transforms import Augment, AugmentedDataset, Photometric
 from segnet.engine.bn import blend_statistics, recompute_bn_statistics
 from segnet.engine.checkpoint import load_model
+from segnet.engine.config import TrainConfig
 from segnet.engine.evaluate import evaluate
+from segnet.engine.prepare import training_augment, training_splits
 from segnet.metrics.confusion import ConfusionMatrix
 
 CAMVID = "../shared/data/CamVid"
@@ -68,10 +78,43 @@ def adapted(model: nn.Module, images: SegmentationDataset, blend: float) -> nn.M
     return copied
 
 
+def training_samples(run: dict, samples: str) -> ConcatDataset | SegmentationDataset:
+    """The checkpoint's training images (``run``: its train_config), two passes of ``samples``."""
+    config = TrainConfig.from_saved(run)
+    train, _ = training_splits(config)
+    full = training_augment(config, ignore_index=train.info.ignore_index)
+    stronger = Photometric(**{f.name: getattr(full.photometric, f.name) * 2
+                              for f in fields(Photometric)})  # fmt: skip
+    augments = {
+        "augmented": full,
+        "geometry": replace(full, photometric=Photometric()),
+        "jitter": Augment(
+            hflip=False, ignore_index=full.ignore_index, photometric=full.photometric
+        ),
+        "jitter2": replace(full, photometric=stronger),
+    }
+    if samples == "frames":
+        return train
+    if samples not in augments:
+        raise SystemExit(f"unknown precise BN samples {samples!r}")
+    passes = [AugmentedDataset(train, augments[samples], seed=config.seed) for _ in range(2)]
+    passes[1].set_epoch(1)  # epochs 0 and 1's draws
+    return ConcatDataset(passes)
+
+
 def score(
-    model: nn.Module, mode: str, data: SegmentationDataset, num_classes: int, ignore_index: int
+    model: nn.Module,
+    mode: str,
+    data: SegmentationDataset,
+    num_classes: int,
+    ignore_index: int,
+    run: dict,
 ) -> dict:
     kind, _, weight = mode.partition(":")
+    if kind == "precise":
+        precise = copy.deepcopy(model)
+        recompute_bn_statistics(precise, training_samples(run, weight), device=CPU)
+        return evaluate(precise, data, device=CPU, progress=False)
     a = float(weight or 1)
     if kind == "running":
         return evaluate(model, data, device=CPU, progress=False)
@@ -96,7 +139,7 @@ def main() -> None:
     parser.add_argument("group", nargs="?")
     parser.add_argument("--modes", nargs="+", default=["running", "image:1"])
     args = parser.parse_args()
-    model, config, _ = load_model(args.checkpoint)
+    model, config, payload = load_model(args.checkpoint)
     data = open_dataset("camvid", root=CAMVID, split=args.split)
     if args.group:
         _, data = split_groups(data, [args.group])
@@ -104,7 +147,8 @@ def main() -> None:
     print(f"{args.checkpoint} on {where} ({len(data)} images)")
     for mode in args.modes:
         start = time.perf_counter()
-        r = score(model.eval(), mode, data, config.num_classes, config.ignore_index)
+        r = score(model.eval(), mode, data, config.num_classes, config.ignore_index,
+                  payload.get("train_config") or {})  # fmt: skip
         ious = " ".join(f"{row['name'][:5]} {100 * row['iou']:.1f}" for row in r["per_class"])
         print(f"{mode:>10}: G {100 * r['global_accuracy']:.1f} C {100 * r['class_accuracy']:.1f} "
               f"mIoU {100 * r['miou']:.2f} BF {100 * r['bf']:.2f} | {ious} "
