@@ -11,10 +11,11 @@ each) with its BN layers normalizing by:
   halves:A    the same, but each half of the frames (every other one) is scored with statistics
               estimated on the other half only, so no frame is scored by statistics it shaped
   precise:S   precise BN over the checkpoint's own training images (its run's split, less the
-              drives it held out), two passes of samples S: frames (clean, `--precise-bn`),
-              augmented (the run's own augmentation, `--precise-bn augmented` reads one pass),
-              geometry (its crops, scale and flips only), jitter (its colour jitter only, whole
-              frames), jitter2 (its augmentation with the colour jitter twice as strong)
+              drives it held out), samples S: frames (clean, one pass, as `--precise-bn`), or
+              two passes of draws of: augmented (the run's own augmentation; `--precise-bn
+              augmented` reads one pass), geometry (its crops, scale and flips only), jitter
+              (its colour jitter only, whole frames), jitter2 (its augmentation with the colour
+              jitter twice as strong)
 
 G, C, mIoU, BF and per-class IoU per mode; the two halves' confusion matrices are summed and
 their BF averaged. Nothing is written. Used in docs/results.md:

@@ -7,7 +7,7 @@ nothing but the file.
      "state_dict", "epoch", "metrics", "train_config", "class_weights" (the loss's, or None;
      since 2026-12-07), optional "optimizer"/"scheduler"/..., "logit_adjust" (engine/adjust.py),
      "precise_bn" / "bn_adapted" (where `segnet bn-stats` took the BN statistics: source,
-     layers, images, blend)}
+     layers, images, blend; precise BN's also its samples, frames or augmented)}
 
 Written atomically (temp file + rename): a crash mid-save never corrupts ``last.pt``.
 """
