@@ -242,7 +242,9 @@ def add_bn_stats(sub: Subparsers) -> None:
         help="unlabeled images (files, folders, globs) to estimate the statistics on instead of "
         "the train split: the model adapted to their camera, drive or light (no labels needed)",
     )  # fmt: skip
-    add_precise_bn_flag(p, help="the training images read when no --images are given")
+    add_precise_bn_flag(
+        p, help="the training images read when no --images are given (without the flag: frames)"
+    )
     p.add_argument(
         "--blend", type=blend_weight, default=1.0,
         help="weight of the new statistics; the rest stays the checkpoint's (default: 1, replace)",

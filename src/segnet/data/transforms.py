@@ -117,16 +117,18 @@ class Augment:
 
     def describe(self) -> str:
         """In words, e.g. "flips, 0.75-1.25x scale, 224x288 crops, colour jitter (brightness 0.3)"."""
-        low, high = self.scale_range
-        jitter = ", ".join(f"{f.name} {getattr(self.photometric, f.name):g}"
-                           for f in fields(Photometric) if getattr(self.photometric, f.name))  # fmt: skip
-        parts = [
-            "flips" * self.hflip,
-            f"{low:g}-{high:g}x scale" * ((low, high) != (1.0, 1.0)),
-            "{}x{} crops".format(*self.crop_size) if self.crop_size else "",
-            f"colour jitter ({jitter})" * bool(jitter),
-        ]
-        return ", ".join(part for part in parts if part) or "none"
+        parts = []
+        if self.hflip:
+            parts.append("flips")
+        if self.scale_range != (1.0, 1.0):
+            parts.append("{:g}-{:g}x scale".format(*self.scale_range))
+        if self.crop_size:
+            parts.append("{}x{} crops".format(*self.crop_size))
+        strengths = {f.name: getattr(self.photometric, f.name) for f in fields(Photometric)}
+        jitter = ", ".join(f"{name} {value:g}" for name, value in strengths.items() if value)
+        if jitter:
+            parts.append(f"colour jitter ({jitter})")
+        return ", ".join(parts) or "none"
 
     def _crop(self, image: Tensor, mask: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         ch, cw = self.crop_size
