@@ -53,7 +53,8 @@ def add_train(sub: Subparsers) -> None:
     p.add_argument(
         "--average-last", type=int, metavar="N",
         help="also save averaged.pt: the mean of the weights at the ends of the last N epochs, "
-        "BN statistics recomputed over the training images, validated (0: off, the default)",
+        "BN statistics recomputed over the last epoch's augmented samples, validated "
+        "(0: off, the default)",
     )  # fmt: skip
     p.add_argument(
         "--class-weights",
