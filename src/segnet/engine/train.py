@@ -299,7 +299,7 @@ def _save_average(run: Run, out: Path, epoch: int, *, progress: bool) -> None:
     model.load_state_dict(run.model.state_dict())  # BN buffers; the parameters come next
     model = run.average.apply_to(model).to(run.device)
     # Augmented, as the running statistics of every epoch were: those of the clean frames are
-    # narrower and cost 1.1-2.4 mIoU on drives the model never saw (docs/results.md, 2026-12-07).
+    # narrower and cost 1.0-2.4 mIoU on drives the model never saw (three twins, docs/results.md).
     stats = recompute_bn_statistics(model, run.data, device=run.device,
                                     batch_size=run.config.batch_size)  # fmt: skip
     metrics = evaluate(model, run.val_set, device=run.device, precision=run.precision,
