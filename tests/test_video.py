@@ -39,6 +39,7 @@ def make_clip(path: Path, *, frames: int = 12, size: tuple[int, int] = (64, 96),
     stream.pix_fmt = {"gif": "rgb8", "ffv1": "yuv444p"}.get(stream.codec_context.name, "yuv420p")
     if stream.codec_context.name == "libx264" and (width % 2 or height % 2):
         stream.pix_fmt = "yuv444p"
+    container.start_encoding()  # the header, even for frames=0 (PyAV writes it lazily)
     for k in range(frames):
         image = np.zeros((height, width, 3), np.uint8)
         image[:, : width // 2], image[:, width // 2 :] = (200, 40, 40), (40, 40, 200)
@@ -175,7 +176,7 @@ def test_opacity_and_legend_on_images(checkpoint, tmp_path) -> None:
     assert np.array_equal(plain[40:, 60:], legend[40:, 60:])
 
 
-@pytest.mark.parametrize("content", [b"", b"not a video at all" * 50, "truncated"])
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 50, "truncated", "no frames"])
 def test_corrupt_video_fails_in_one_line_with_nothing_written(
     checkpoint, tmp_path, capsys, content
 ) -> None:
@@ -184,6 +185,8 @@ def test_corrupt_video_fails_in_one_line_with_nothing_written(
     if content == "truncated":  # the first quarter of a real clip: no index, no frames
         data = make_clip(tmp_path / "good.mp4").read_bytes()
         content = data[: len(data) // 4]
+    if content == "no frames":  # a whole file with a video stream and nothing in it
+        content = make_clip(tmp_path / "empty.avi", frames=0).read_bytes()
     bad.write_bytes(content)
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(bad.parent / "fine.png")
     _fails(capsys, ["predict", "--checkpoint", str(checkpoint), str(bad.parent),

@@ -141,13 +141,13 @@ def probe_video(path: Path) -> VideoInfo:
     container = _open(av, path)
     stream = container.streams.video[0]
     frames = _decode(av, container, path)
-    first = next(frames, None)
+    first = next(frames, None)  # None: the decoder ran dry and has closed the container
+    if first is None:
+        raise SegNetError(f"{path}: has no frames; replace or remove it")
     # Read the stream's figures while the container is open: PyAV >= 18.1.1 refuses them after.
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     count = stream.frames or None
     frames.close()  # closes the container
-    if first is None:
-        raise SegNetError(f"{path}: has no frames; replace or remove it")
     if not rate:
         raise SegNetError(f"{path}: states no frame rate; re-encode it (e.g. ffmpeg -r 25)")
     return VideoInfo(first.shape[1], first.shape[0], Fraction(rate), count)
