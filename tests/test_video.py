@@ -185,7 +185,8 @@ def test_corrupt_video_fails_in_one_line_with_nothing_written(
     if content == "truncated":  # the first quarter of a real clip: no index, no frames
         data = make_clip(tmp_path / "good.mp4").read_bytes()
         content = data[: len(data) // 4]
-    if content == "no frames":  # a whole file with a video stream and nothing in it
+    if content == "no frames":  # a video stream with nothing in it: AVI bytes under .mp4
+        # (FFmpeg probes the content, not the suffix; an MP4 without samples has no stream at all)
         content = make_clip(tmp_path / "empty.avi", frames=0).read_bytes()
     bad.write_bytes(content)
     Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(bad.parent / "fine.png")
